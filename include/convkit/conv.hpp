@@ -1,0 +1,84 @@
+// Convolution entry points: forward (+bias, +post-ops), backward-data, backward-weights (+bias
+// grad), for 1D/2D/3D with groups, stride, dilation and asymmetric padding.
+//
+// Every call validates its arguments (convkit::Error with the argument and the values on any
+// mismatch), describes the problem once as a plain value, picks a backend (the engine asked for,
+// or the best one for the tensors' device), and runs a plan that backend keeps cached for that
+// problem, so a repeated call only binds pointers.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "convkit/post_ops.hpp"
+#include "convkit/stream.hpp"
+#include "convkit/tensor.hpp"
+
+namespace convkit {
+
+// Per spatial dimension (d, h, w order, as in PyTorch). Each list may be empty (the default:
+// stride 1, padding 0, dilation 1) or hold one value that applies to every spatial dimension.
+struct ConvParams {
+    Dims stride;
+    Dims padding_l;  // front / top / left
+    Dims padding_r;  // back / bottom / right
+    Dims dilation;   // 1 = dense (PyTorch's convention)
+    int64_t groups = 1;
+
+    // Symmetric padding in one go: padding_l = padding_r = pad.
+    ConvParams& pad(Dims p) { padding_l = p; padding_r = p; return *this; }
+};
+
+// dst sizes of a forward convolution:
+// [src N, weights OC, (in + pad_l + pad_r - (dil * (k - 1) + 1)) / stride + 1 ...] (floor).
+// Validates the arguments as the convolution itself would.
+Dims output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvParams& params);
+
+enum class Engine { automatic, ref, cpu, cuda };
+const char* to_string(Engine e);
+Engine engine_from_string(const std::string& name);  // "auto", "ref", "cpu", "cuda"
+// Engines compiled into this build and able to run here (cuda needs a visible device).
+std::vector<Engine> available_engines();
+// The engine `automatic` picks for a device: cpu (oneDNN) if built, else ref; cuda for GPUs.
+Engine best_engine(Device device);
+
+struct ConvOptions {
+    Engine engine = Engine::automatic;
+    // Bitwise reproducible results run to run; unset = the global setting (set_deterministic).
+    std::optional<bool> deterministic;
+};
+
+Event convolution_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
+                          const TensorView& bias, const ConvParams& params,
+                          const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
+                          const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+
+Event convolution_backward_data(const TensorView& diff_src, const TensorView& diff_dst,
+                                const TensorView& weights, const ConvParams& params,
+                                const Stream& stream = Stream(), const std::vector<Event>& deps = {},
+                                const ConvOptions& options = {});
+
+// diff_bias may be an undefined TensorView (no bias gradient).
+Event convolution_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
+                                   const TensorView& diff_dst, const TensorView& src,
+                                   const ConvParams& params, const Stream& stream = Stream(),
+                                   const std::vector<Event>& deps = {},
+                                   const ConvOptions& options = {});
+
+// Global switches.
+void set_deterministic(bool on);   // default off
+bool deterministic();
+// TF32 tensor-core math for f32 convolutions on GPUs; on by default, as PyTorch's
+// torch.backends.cudnn.allow_tf32.
+void set_allow_tf32(bool on);
+bool allow_tf32();
+
+// Plan-cache counters of one engine (all zeros for an engine that keeps no cache).
+struct CacheStats {
+    uint64_t hits = 0, misses = 0, evictions = 0, size = 0, capacity = 0;
+};
+CacheStats cache_stats(Engine engine);
+void clear_cache(Engine engine);
+
+}  // namespace convkit

@@ -1,0 +1,103 @@
+// The seam between the core and the backends. A Backend runs convolutions of one device type;
+// the registry keeps them in preference order (the first that accepts a problem wins, the
+// reference last). A DeviceRuntime supplies memory, copies and streams for a device type.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "convkit/allocator.hpp"
+#include "convkit/conv.hpp"
+#include "core/problem.hpp"
+
+namespace convkit::detail {
+
+class EventImpl {
+public:
+    virtual ~EventImpl() = default;
+    virtual bool completed() const = 0;
+    virtual void wait() const = 0;
+    virtual Device device() const = 0;
+    virtual void* native_handle() const { return nullptr; }  // cudaEvent_t
+};
+
+class StreamImpl {
+public:
+    virtual ~StreamImpl() = default;
+    virtual Device device() const = 0;
+    virtual void* native_handle() const { return nullptr; }
+    virtual Event record() = 0;
+    virtual void wait(const Event& e) = 0;
+    virtual void synchronize() = 0;
+};
+
+}  // namespace convkit::detail
+
+namespace convkit::core {
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual Engine engine() const = 0;
+    virtual DeviceType device_type() const = 0;
+    // "" if the backend runs this problem, else the reason it does not (goes into the error).
+    virtual std::string check(const ConvProblem& p) const = 0;
+    // The reference reads any strides; other backends get dense tensors from the core.
+    virtual bool needs_dense() const { return true; }
+    virtual Event execute(const ConvProblem& p, const ConvArgs& args, const Stream& stream,
+                          const std::vector<Event>& deps) = 0;
+    virtual CacheStats cache_stats() const { return {}; }
+    virtual void clear_cache() {}
+};
+
+class DeviceRuntime {
+public:
+    virtual ~DeviceRuntime() = default;
+    virtual int device_count() const = 0;
+    virtual std::shared_ptr<Allocator> default_allocator() = 0;
+    // Synchronous copy of `bytes` between any two devices of this runtime or the host.
+    virtual void memcpy(void* dst, Device dst_dev, const void* src, Device src_dev, std::size_t bytes) = 0;
+    virtual std::shared_ptr<detail::StreamImpl> create_stream(int device, void* native) = 0;
+    virtual Stream default_stream(int device) = 0;
+};
+
+// Ordered list of backends compiled in (cpu before ref; cuda).
+const std::vector<Backend*>& backends();
+Backend* find_backend(Engine e);  // nullptr if not compiled in
+DeviceRuntime* runtime(DeviceType t);  // nullptr if not compiled in
+
+// Factories of the backends; each is defined in its own folder and only called by the registry.
+std::unique_ptr<Backend> make_reference_backend();
+#ifdef CONVKIT_WITH_CPU
+std::unique_ptr<Backend> make_cpu_backend();
+#endif
+#ifdef CONVKIT_WITH_CUDA
+std::unique_ptr<Backend> make_cuda_backend();
+std::unique_ptr<DeviceRuntime> make_cuda_runtime();
+#endif
+
+// Host-side helpers shared by backends.
+void wait_all(const std::vector<Event>& deps);  // blocks the host on each event
+// RAII block from the device's allocator.
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(Device device, std::size_t bytes, void* stream = nullptr);
+    ~Buffer();
+    Buffer(Buffer&& o) noexcept;
+    Buffer& operator=(Buffer&& o) noexcept;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    void* data() const { return ptr_; }
+    std::size_t size() const { return bytes_; }
+
+private:
+    void release();
+    void* ptr_ = nullptr;
+    std::size_t bytes_ = 0;
+    Device device_;
+    void* stream_ = nullptr;
+    std::shared_ptr<Allocator> alloc_;
+};
+
+}  // namespace convkit::core

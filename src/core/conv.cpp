@@ -1,0 +1,417 @@
+// The three public convolution entry points: validate every argument (one check per line, each
+// naming the tensor and the values), describe the call as a ConvProblem, pick the backend, hand
+// it dense tensors (copying strided ones through temporaries) and run it.
+#include <algorithm>
+#include <cstring>
+
+#include "convkit/conv.hpp"
+#include "core/backend.hpp"
+#include "core/checked.hpp"
+
+namespace convkit {
+namespace core {
+namespace {
+
+struct Names {
+    const char* fn;
+    const char* src;   // src or diff_src
+    const char* wei;   // weights or diff_weights
+    const char* dst;   // dst or diff_dst
+    const char* bias;  // bias or diff_bias
+};
+
+const Names kFwd{"convolution_forward", "src", "weights", "dst", "bias"};
+const Names kBwdD{"convolution_backward_data", "diff_src", "weights", "diff_dst", "bias"};
+const Names kBwdW{"convolution_backward_weights", "src", "diff_weights", "diff_dst", "diff_bias"};
+
+[[noreturn]] void fail(const Names& n, const std::string& msg) {
+    throw Error(ErrorKind::invalid_argument, std::string(n.fn) + ": " + msg);
+}
+
+std::string sp_name(int i, int nsp) {
+    static const char* kSp[3] = {"d", "h", "w"};
+    return kSp[3 - nsp + i];
+}
+
+void check_tensor(const Names& n, const char* name, const TensorView& t) {
+    if (!t.defined()) fail(n, std::string(name) + " is undefined (a TensorView with no sizes)");
+    if (t.rank() < 3 || t.rank() > 5)
+        fail(n, std::string(name) + " must have rank 3, 4 or 5 (N, C and 1 to 3 spatial dims), got rank " +
+                    std::to_string(t.rank()) + " " + t.sizes.str());
+    for (int i = 0; i < t.rank(); ++i) {
+        if (t.sizes[i] < 0) fail(n, std::string(name) + " has a negative size: " + t.sizes.str());
+        if (t.strides[i] < 0)
+            fail(n, std::string(name) + " has a negative stride: strides " + t.strides.str() +
+                        " (copy it into a tensor with non-negative strides)");
+    }
+    int64_t numel;
+    try {
+        numel = t.numel();
+        (void)t.nbytes();
+    } catch (const Error&) {
+        fail(n, std::string(name) + " sizes " + t.sizes.str() + ": the element count overflows int64");
+    }
+    if (numel > 0 && !t.data)
+        fail(n, std::string(name) + " has " + std::to_string(numel) + " elements but a null data pointer");
+}
+
+// Byte range [lo, hi) touched by a tensor (strides are non-negative here).
+std::pair<uintptr_t, uintptr_t> span(const TensorView& t) {
+    if (t.numel() == 0) return {0, 0};
+    int64_t last = 0;
+    for (int i = 0; i < t.rank(); ++i) last += (t.sizes[i] - 1) * t.strides[i];
+    auto lo = reinterpret_cast<uintptr_t>(t.data);
+    return {lo, lo + static_cast<uintptr_t>((last + 1) * static_cast<int64_t>(dtype_size(t.dtype)))};
+}
+
+bool overlaps(const TensorView& a, const TensorView& b) {
+    if (!a.defined() || !b.defined()) return false;
+    auto x = span(a), y = span(b);
+    if (x.first == x.second || y.first == y.second) return false;
+    return x.first < y.second && y.first < x.second;
+}
+
+// An output must not write one memory location twice (stride-0 or interleaved views).
+bool self_overlapping(const TensorView& t) {
+    int idx[Dims::max_rank];
+    int r = t.rank();
+    for (int i = 0; i < r; ++i) idx[i] = i;
+    for (int i = 1; i < r; ++i)  // insertion sort by stride: at most 5 entries
+        for (int j = i; j > 0 && t.strides[idx[j]] < t.strides[idx[j - 1]]; --j) std::swap(idx[j], idx[j - 1]);
+    int64_t need = 1;
+    for (int j = 0; j < r; ++j) {
+        int i = idx[j];
+        if (t.sizes[i] <= 1) continue;
+        if (t.strides[i] < need) return true;
+        need = t.strides[i] * t.sizes[i];
+    }
+    return false;
+}
+
+int64_t param_at(const Names& n, const char* what, const Dims& list, int i, int nsp, int64_t dflt) {
+    if (list.empty()) return dflt;
+    if (list.rank() == 1) return list[0];
+    if (list.rank() != nsp)
+        fail(n, std::string(what) + " has " + std::to_string(list.rank()) + " values " + list.str() +
+                    " but the convolution has " + std::to_string(nsp) +
+                    " spatial dimension(s) (give 1 or " + std::to_string(nsp) + " values)");
+    return list[i];
+}
+
+struct Call {
+    Direction dir;
+    TensorView src, wei, dst, bias;  // oneDNN slots (see ConvArgs)
+    const ConvParams* params;
+    const PostOps* post_ops;
+    const Stream* stream;
+    const std::vector<Event>* deps;
+    const ConvOptions* options;
+};
+
+const Names& names(Direction d) {
+    return d == Direction::fwd ? kFwd : d == Direction::bwd_d ? kBwdD : kBwdW;
+}
+
+// Sizes and parameters only: shared by validate() and output_shape() so the rules cannot drift.
+ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, const ConvParams& prm) {
+    const int r = src.rank();
+    if (r < 3 || r > 5)
+        fail(n, std::string(n.src) + " must have rank 3, 4 or 5 (N, C and 1 to 3 spatial dims), got rank " +
+                    std::to_string(r) + " " + src.str());
+    if (wei.rank() != r)
+        fail(n, std::string(n.wei) + " has rank " + std::to_string(wei.rank()) + " " + wei.str() +
+                    " but " + n.src + " has rank " + std::to_string(r) + " " + src.str() +
+                    " (expected [OC, IC/groups, " + (r == 3 ? "kw" : r == 4 ? "kh, kw" : "kd, kh, kw") + "])");
+    ConvProblem p;
+    p.nsp = r - 2;
+    p.mb = src[0];
+    p.ic = src[1];
+    p.oc = wei[0];
+    p.g = prm.groups;
+    if (p.mb < 0) fail(n, std::string(n.src) + " has a negative batch size: " + src.str());
+    if (p.g < 1) fail(n, "groups must be >= 1, got " + std::to_string(p.g));
+    if (p.ic < 1) fail(n, std::string(n.src) + " has " + std::to_string(p.ic) + " channels " + src.str() + " (must be >= 1)");
+    if (p.oc < 1) fail(n, std::string(n.wei) + " has " + std::to_string(p.oc) + " output channels " + wei.str() + " (must be >= 1)");
+    if (p.ic % p.g != 0)
+        fail(n, std::string(n.src) + " has " + std::to_string(p.ic) + " channels, which groups=" +
+                    std::to_string(p.g) + " does not divide");
+    if (p.oc % p.g != 0)
+        fail(n, std::string(n.wei) + " has " + std::to_string(p.oc) + " output channels, which groups=" +
+                    std::to_string(p.g) + " does not divide");
+    if (wei[1] != p.ic / p.g)
+        fail(n, std::string(n.wei) + " has " + std::to_string(wei[1]) +
+                    " input channels per group but " + n.src + " has " + std::to_string(p.ic) +
+                    " channels and groups=" + std::to_string(p.g) + " (expected " +
+                    std::to_string(p.ic / p.g) + ")");
+    for (int i = 0; i < p.nsp; ++i) {
+        const std::string d = sp_name(i, p.nsp);
+        p.in[i] = src[2 + i];
+        p.k[i] = wei[2 + i];
+        p.stride[i] = param_at(n, "stride", prm.stride, i, p.nsp, 1);
+        p.pad_l[i] = param_at(n, "padding_l", prm.padding_l, i, p.nsp, 0);
+        p.pad_r[i] = param_at(n, "padding_r", prm.padding_r, i, p.nsp, 0);
+        p.dil[i] = param_at(n, "dilation", prm.dilation, i, p.nsp, 1);
+        if (p.in[i] < 1) fail(n, std::string(n.src) + " spatial size " + d + " is " + std::to_string(p.in[i]) + " in " + src.str() + " (must be >= 1)");
+        if (p.k[i] < 1) fail(n, std::string(n.wei) + " kernel size k" + d + " is " + std::to_string(p.k[i]) + " in " + wei.str() + " (must be >= 1)");
+        if (p.stride[i] < 1) fail(n, "stride " + d + " must be >= 1, got " + std::to_string(p.stride[i]));
+        if (p.dil[i] < 1) fail(n, "dilation " + d + " must be >= 1 (1 = dense), got " + std::to_string(p.dil[i]));
+        if (p.pad_l[i] < 0) fail(n, "padding_l " + d + " must be >= 0, got " + std::to_string(p.pad_l[i]));
+        if (p.pad_r[i] < 0) fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(p.pad_r[i]));
+        int64_t padded = checked_add(checked_add(p.in[i], p.pad_l[i], "padded size"), p.pad_r[i], "padded size");
+        int64_t ext = checked_add(checked_mul(p.dil[i], p.k[i] - 1, "dilated kernel"), 1, "dilated kernel");
+        if (padded < ext)
+            fail(n, std::string(n.src) + " size " + d + " with padding (" + std::to_string(p.in[i]) + " + " +
+                        std::to_string(p.pad_l[i]) + " + " + std::to_string(p.pad_r[i]) + " = " +
+                        std::to_string(padded) + ") is smaller than the dilated kernel (" +
+                        std::to_string(p.dil[i]) + " * (" + std::to_string(p.k[i]) + " - 1) + 1 = " +
+                        std::to_string(ext) + ")");
+        p.out[i] = (padded - ext) / p.stride[i] + 1;
+    }
+    return p;
+}
+
+ConvProblem validate(const Call& c) {
+    const Names& n = names(c.dir);
+    check_tensor(n, n.src, c.src);
+    check_tensor(n, n.wei, c.wei);
+    check_tensor(n, n.dst, c.dst);
+    const int r = c.src.rank();
+    ConvProblem p = shape_problem(n, c.src.sizes, c.wei.sizes, *c.params);
+    if (c.dst.rank() != r)
+        fail(n, std::string(n.dst) + " has rank " + std::to_string(c.dst.rank()) + " " + c.dst.sizes.str() +
+                    " but " + n.src + " has rank " + std::to_string(r) + " " + c.src.sizes.str());
+    const DType dt = c.src.dtype;
+    if (c.wei.dtype != dt)
+        fail(n, std::string(n.wei) + " has dtype " + to_string(c.wei.dtype) + " but " + n.src +
+                    " has dtype " + to_string(dt) + " (all tensors must share one dtype)");
+    if (c.dst.dtype != dt)
+        fail(n, std::string(n.dst) + " has dtype " + to_string(c.dst.dtype) + " but " + n.src +
+                    " has dtype " + to_string(dt) + " (all tensors must share one dtype)");
+    const Device dev = c.src.device;
+    if (c.wei.device != dev)
+        fail(n, std::string(n.wei) + " is on " + c.wei.device.str() + " but " + n.src + " is on " + dev.str());
+    if (c.dst.device != dev)
+        fail(n, std::string(n.dst) + " is on " + c.dst.device.str() + " but " + n.src + " is on " + dev.str());
+    if (!c.stream->is_default_cpu() && c.stream->device() != dev)
+        fail(n, "the stream is on " + c.stream->device().str() + " but the tensors are on " + dev.str());
+    p.dir = c.dir;
+    p.dt = dt;
+    p.device = dev;
+    if (c.dst.sizes[0] != p.mb)
+        fail(n, std::string(n.dst) + " has batch " + std::to_string(c.dst.sizes[0]) + " but " + n.src +
+                    " has batch " + std::to_string(p.mb));
+    if (c.dst.sizes[1] != p.oc)
+        fail(n, std::string(n.dst) + " has " + std::to_string(c.dst.sizes[1]) + " channels but " + n.wei +
+                    " has " + std::to_string(p.oc) + " output channels");
+    Dims expect = p.dst_dims();
+    if (c.dst.sizes != expect)
+        fail(n, std::string(n.dst) + " has sizes " + c.dst.sizes.str() + " but the convolution of " + n.src + " " +
+                    c.src.sizes.str() + " with " + n.wei + " " + c.wei.sizes.str() + " produces " + expect.str());
+    if (c.bias.defined()) {
+        if (c.bias.rank() != 1 || c.bias.sizes[0] != p.oc)
+            fail(n, std::string(n.bias) + " has sizes " + c.bias.sizes.str() + " but must be [" + std::to_string(p.oc) +
+                        "] (one value per output channel)");
+        if (c.bias.strides[0] < 0) fail(n, std::string(n.bias) + " has a negative stride");
+        if (!c.bias.data) fail(n, std::string(n.bias) + " has " + std::to_string(p.oc) + " elements but a null data pointer");
+        if (c.bias.dtype != dt)
+            fail(n, std::string(n.bias) + " has dtype " + to_string(c.bias.dtype) + " but " + n.src +
+                        " has dtype " + to_string(dt));
+        if (c.bias.device != dev)
+            fail(n, std::string(n.bias) + " is on " + c.bias.device.str() + " but " + n.src + " is on " + dev.str());
+        p.with_bias = true;
+    }
+    // Outputs: no self-overlap, no overlap with any input.
+    const TensorView* out1 = c.dir == Direction::fwd ? &c.dst : c.dir == Direction::bwd_d ? &c.src : &c.wei;
+    const char* out1_name = c.dir == Direction::fwd ? n.dst : c.dir == Direction::bwd_d ? n.src : n.wei;
+    if (self_overlapping(*out1))
+        fail(n, std::string(out1_name) + " has strides " + out1->strides.str() + " under which elements overlap; outputs must not");
+    std::vector<std::pair<const TensorView*, const char*>> inputs;
+    if (c.dir == Direction::fwd) inputs = {{&c.src, n.src}, {&c.wei, n.wei}, {&c.bias, n.bias}};
+    if (c.dir == Direction::bwd_d) inputs = {{&c.dst, n.dst}, {&c.wei, n.wei}};
+    if (c.dir == Direction::bwd_w) inputs = {{&c.dst, n.dst}, {&c.src, n.src}};
+    for (auto& in : inputs)
+        if (overlaps(*out1, *in.first))
+            fail(n, std::string(out1_name) + " overlaps " + in.second + " in memory; convkit does not compute in place");
+    if (c.dir == Direction::bwd_w && c.bias.defined()) {
+        if (self_overlapping(c.bias)) fail(n, "diff_bias has overlapping strides");
+        for (auto& in : inputs)
+            if (overlaps(c.bias, *in.first))
+                fail(n, std::string("diff_bias overlaps ") + in.second + " in memory");
+        if (overlaps(c.bias, c.wei)) fail(n, "diff_bias overlaps diff_weights in memory");
+    }
+    // Post-ops.
+    if (c.post_ops && !c.post_ops->empty()) {
+        if (c.dir != Direction::fwd) fail(n, "post-ops apply to the forward direction only");
+        if (c.post_ops->size() > PostOps::max_ops)
+            fail(n, "at most " + std::to_string(PostOps::max_ops) + " post-ops are supported");
+        int i = 0;
+        for (const PostOp& op : *c.post_ops) {
+            PostOpDesc& pd = p.post_ops[i];
+            pd.kind = op.kind;
+            pd.alg = op.kind == PostOp::Kind::binary ? static_cast<int>(op.binary) : static_cast<int>(op.eltwise);
+            if (op.kind == PostOp::Kind::eltwise) {
+                pd.alpha = op.alpha;
+                pd.beta = op.beta;
+            }
+            if (op.kind == PostOp::Kind::sum) pd.scale = op.scale;
+            if (op.kind == PostOp::Kind::binary) {
+                const std::string nm = "post-op " + std::to_string(i) + " (" + op.str() + ") operand";
+                const TensorView& t = op.operand;
+                if (!t.defined()) fail(n, nm + " is undefined");
+                check_tensor(n, nm.c_str(), t);
+                if (t.rank() != r)
+                    fail(n, nm + " has sizes " + t.sizes.str() + " but must have dst's rank " + std::to_string(r) +
+                                " (each dimension 1 or equal to dst " + expect.str() + ")");
+                for (int d = 0; d < r; ++d)
+                    if (t.sizes[d] != 1 && t.sizes[d] != expect[d])
+                        fail(n, nm + " has sizes " + t.sizes.str() + " which do not broadcast to dst " + expect.str() +
+                                    " (dimension " + std::to_string(d) + " is " + std::to_string(t.sizes[d]) +
+                                    ", expected 1 or " + std::to_string(expect[d]) + ")");
+                if (t.dtype != dt)
+                    fail(n, nm + " has dtype " + to_string(t.dtype) + " but dst has dtype " + to_string(dt));
+                if (t.device != dev) fail(n, nm + " is on " + t.device.str() + " but dst is on " + dev.str());
+                if (overlaps(c.dst, t)) fail(n, nm + " overlaps dst in memory");
+                pd.operand_sizes = t.sizes;
+                pd.operand_layout = t.layout();
+            }
+            ++i;
+        }
+        p.n_post_ops = i;
+    }
+    p.src_layout = c.src.layout();
+    p.wei_layout = c.wei.layout();
+    p.dst_layout = c.dst.layout();
+    p.deterministic = c.options->deterministic.value_or(convkit::deterministic());
+    p.allow_tf32 = convkit::allow_tf32();
+    return p;
+}
+
+Backend* pick(const ConvProblem& p, Engine requested, const char* fn) {
+    if (requested != Engine::automatic) {
+        Backend* b = find_backend(requested);
+        if (!b)
+            throw Error(ErrorKind::unsupported, std::string(fn) + ": engine '" + to_string(requested) +
+                                                    "' is not compiled into this build of convkit");
+        if (b->device_type() != p.device.type)
+            throw Error(ErrorKind::invalid_argument, std::string(fn) + ": engine '" + to_string(requested) +
+                                                         "' does not run tensors on " + p.device.str());
+        std::string why = b->check(p);
+        if (!why.empty())
+            throw Error(ErrorKind::unsupported, std::string(fn) + ": engine '" + to_string(requested) +
+                                                    "' does not support " + p.str() + ": " + why);
+        return b;
+    }
+    std::string reasons;
+    for (Backend* b : backends()) {
+        if (b->device_type() != p.device.type) continue;
+        std::string why = b->check(p);
+        if (why.empty()) return b;
+        reasons += std::string(" ") + to_string(b->engine()) + ": " + why + ";";
+    }
+    throw Error(ErrorKind::unsupported, std::string(fn) + ": no engine supports " + p.str() + ":" + reasons);
+}
+
+void zero_fill(const TensorView& t) {
+    if (!t.defined() || t.numel() == 0) return;
+    Tensor z(t.dtype, t.sizes);
+    std::memset(z.data(), 0, z.nbytes());  // all-zero bits are +0 in every dtype
+    copy(t, z.view());
+}
+
+Event run(const Call& c) {
+    ConvProblem p = validate(c);
+    const Names& n = names(c.dir);
+    Stream stream = *c.stream;
+    if (p.device.is_cuda() && stream.is_default_cpu()) {
+        DeviceRuntime* rt = runtime(DeviceType::cuda);
+        if (!rt) throw Error(ErrorKind::unsupported, std::string(n.fn) + ": this build of convkit has no CUDA backend");
+        stream = rt->default_stream(p.device.index);
+    }
+    Backend* b = pick(p, c.options->engine, n.fn);
+    if (p.mb == 0) {
+        // Nothing to compute; a weight gradient over an empty batch is zero.
+        for (const auto& e : *c.deps) stream.wait(e);
+        if (c.dir == Direction::bwd_w) {
+            stream.synchronize();
+            zero_fill(c.wei);
+            zero_fill(c.bias);
+        }
+        return stream.record();
+    }
+    ConvArgs a;
+    a.src = c.src;
+    a.weights = c.wei;
+    a.bias = c.bias;
+    a.dst = c.dst;
+    a.post_ops = c.post_ops;
+    if (!b->needs_dense() ||
+        (p.src_layout != Layout::strided && p.wei_layout != Layout::strided && p.dst_layout != Layout::strided &&
+         (!c.bias.defined() || c.bias.strides[0] == 1 || c.bias.sizes[0] == 1)))
+        return b->execute(p, a, stream, *c.deps);
+
+    // Strided tensors: one dense channels-first copy each, documented in the README; outputs are
+    // copied back after the call (synchronously: the temporaries must outlive the work).
+    if (p.device.is_cuda())
+        throw Error(ErrorKind::unsupported, std::string(n.fn) + ": strided (non-dense) CUDA tensors are not supported; "
+                                                            "pass channels-first or channels-last tensors");
+    std::vector<Tensor> temps;
+    auto densify = [&](TensorView& v, bool is_output, bool read_output) {
+        if (!v.defined() || v.is_dense()) return;
+        temps.emplace_back(v.dtype, v.sizes, Layout::channels_first, v.device);
+        TensorView orig = v;
+        v = temps.back().view();
+        if (!is_output || read_output) copy(v, orig);
+    };
+    TensorView osrc = a.src, owei = a.weights, odst = a.dst, obias = a.bias;
+    if (a.bias.defined() && a.bias.strides[0] != 1 && a.bias.sizes[0] != 1) {
+        temps.emplace_back(a.bias.dtype, a.bias.sizes, Layout::channels_first, a.bias.device);
+        TensorView orig = a.bias;
+        a.bias = temps.back().view();
+        if (c.dir == Direction::fwd) copy(a.bias, orig);
+    }
+    densify(a.src, c.dir == Direction::bwd_d, false);
+    densify(a.weights, c.dir == Direction::bwd_w, false);
+    densify(a.dst, c.dir == Direction::fwd, p.has_sum());
+    p.src_layout = a.src.layout();
+    p.wei_layout = a.weights.layout();
+    p.dst_layout = a.dst.layout();
+    Event e = b->execute(p, a, stream, *c.deps);
+    e.wait();
+    if (c.dir == Direction::fwd && !odst.is_dense()) copy(odst, a.dst);
+    if (c.dir == Direction::bwd_d && !osrc.is_dense()) copy(osrc, a.src);
+    if (c.dir == Direction::bwd_w && !owei.is_dense()) copy(owei, a.weights);
+    if (c.dir == Direction::bwd_w && obias.defined() && obias.data != a.bias.data) copy(obias, a.bias);
+    return Event();
+}
+
+}  // namespace
+}  // namespace core
+
+Dims output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvParams& params) {
+    const core::Names n{"output_shape", "src", "weights", "dst", "bias"};
+    return core::shape_problem(n, src_sizes, weights_sizes, params).dst_dims();
+}
+
+Event convolution_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
+                          const TensorView& bias, const ConvParams& params, const PostOps& post_ops,
+                          const Stream& stream, const std::vector<Event>& deps, const ConvOptions& options) {
+    core::Call c{core::Direction::fwd, src, weights, dst, bias, &params, &post_ops, &stream, &deps, &options};
+    return core::run(c);
+}
+
+Event convolution_backward_data(const TensorView& diff_src, const TensorView& diff_dst,
+                                const TensorView& weights, const ConvParams& params, const Stream& stream,
+                                const std::vector<Event>& deps, const ConvOptions& options) {
+    core::Call c{core::Direction::bwd_d, diff_src, weights, diff_dst, TensorView(), &params, nullptr, &stream, &deps, &options};
+    return core::run(c);
+}
+
+Event convolution_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
+                                   const TensorView& diff_dst, const TensorView& src, const ConvParams& params,
+                                   const Stream& stream, const std::vector<Event>& deps,
+                                   const ConvOptions& options) {
+    core::Call c{core::Direction::bwd_w, src, diff_weights, diff_dst, diff_bias, &params, nullptr, &stream, &deps, &options};
+    return core::run(c);
+}
+
+}  // namespace convkit

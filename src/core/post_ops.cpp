@@ -1,0 +1,244 @@
+// PostOps building, printing and parsing in benchdnn's spelling.
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+#include "convkit/post_ops.hpp"
+
+namespace convkit {
+
+const char* to_string(EltwiseAlg a) {
+    switch (a) {
+        case EltwiseAlg::relu: return "relu";
+        case EltwiseAlg::linear: return "linear";
+        case EltwiseAlg::clip: return "clip";
+        case EltwiseAlg::elu: return "elu";
+        case EltwiseAlg::swish: return "swish";
+        case EltwiseAlg::gelu_erf: return "gelu_erf";
+        case EltwiseAlg::gelu_tanh: return "gelu_tanh";
+        case EltwiseAlg::logistic: return "logistic";
+        case EltwiseAlg::tanh: return "tanh";
+        case EltwiseAlg::hardswish: return "hardswish";
+        case EltwiseAlg::mish: return "mish";
+        case EltwiseAlg::abs: return "abs";
+        case EltwiseAlg::square: return "square";
+        case EltwiseAlg::sqrt: return "sqrt";
+        case EltwiseAlg::exp: return "exp";
+        case EltwiseAlg::log: return "log";
+    }
+    return "?";
+}
+
+const char* to_string(BinaryAlg a) {
+    switch (a) {
+        case BinaryAlg::add: return "add";
+        case BinaryAlg::mul: return "mul";
+        case BinaryAlg::sub: return "sub";
+        case BinaryAlg::div: return "div";
+        case BinaryAlg::max: return "max";
+        case BinaryAlg::min: return "min";
+    }
+    return "?";
+}
+
+static std::string num(float v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+    return buf;
+}
+
+std::string PostOp::str() const {
+    switch (kind) {
+        case Kind::sum: return "sum:" + num(scale);
+        case Kind::binary: return to_string(binary);
+        case Kind::eltwise: break;
+    }
+    std::string s = to_string(eltwise);
+    switch (eltwise) {
+        case EltwiseAlg::relu:
+            return alpha == 0.f ? s : s + ":" + num(alpha);
+        case EltwiseAlg::linear:
+        case EltwiseAlg::clip:
+            return s + ":" + num(alpha) + ":" + num(beta);
+        case EltwiseAlg::elu:
+        case EltwiseAlg::swish:
+            return s + ":" + num(alpha);
+        default:
+            return s;
+    }
+}
+
+PostOps& PostOps::append(const PostOp& op) {
+    if (ops_.size() >= max_ops)
+        throw Error(ErrorKind::invalid_argument,
+                    "post_ops: at most " + std::to_string(max_ops) + " post-ops are supported");
+    ops_.push_back(op);
+    return *this;
+}
+
+PostOps& PostOps::eltwise(EltwiseAlg alg, float alpha, float beta) {
+    PostOp op;
+    op.kind = PostOp::Kind::eltwise;
+    op.eltwise = alg;
+    op.alpha = alpha;
+    op.beta = beta;
+    return append(op);
+}
+
+PostOps& PostOps::sum(float scale) {
+    PostOp op;
+    op.kind = PostOp::Kind::sum;
+    op.scale = scale;
+    return append(op);
+}
+
+PostOps& PostOps::binary(BinaryAlg alg, const TensorView& operand) {
+    PostOp op;
+    op.kind = PostOp::Kind::binary;
+    op.binary = alg;
+    op.operand = operand;
+    return append(op);
+}
+
+bool PostOps::has_sum() const {
+    for (const auto& op : ops_)
+        if (op.kind == PostOp::Kind::sum) return true;
+    return false;
+}
+
+std::string PostOps::str() const {
+    std::string s;
+    for (const auto& op : ops_) {
+        if (!s.empty()) s += "+";
+        s += op.str();
+    }
+    return s;
+}
+
+namespace {
+
+[[noreturn]] void bad(const std::string& text, const std::string& why) {
+    throw Error(ErrorKind::invalid_argument, "post-op '" + text + "': " + why);
+}
+
+float parse_float(const std::string& text, const std::string& field, const char* what) {
+    if (field.empty()) bad(text, std::string(what) + " is empty");
+    errno = 0;
+    char* end = nullptr;
+    float v = std::strtof(field.c_str(), &end);
+    if (end == field.c_str() || *end != '\0' || errno == ERANGE || !std::isfinite(v))
+        bad(text, std::string(what) + " '" + field + "' is not a finite number");
+    return v;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (char c : s) {
+        if (c == sep) {
+            out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += c;
+        }
+    }
+    out.push_back(cur);
+    return out;
+}
+
+struct EltwiseSpec {
+    const char* name;
+    EltwiseAlg alg;
+    int max_params;
+    int min_params;
+    float default_alpha, default_beta;
+};
+
+const EltwiseSpec kEltwise[] = {
+    {"relu", EltwiseAlg::relu, 1, 0, 0.f, 0.f},
+    {"linear", EltwiseAlg::linear, 2, 0, 1.f, 0.f},
+    {"clip", EltwiseAlg::clip, 2, 2, 0.f, 0.f},
+    {"elu", EltwiseAlg::elu, 1, 0, 1.f, 0.f},
+    {"swish", EltwiseAlg::swish, 1, 0, 1.f, 0.f},
+    {"gelu_erf", EltwiseAlg::gelu_erf, 0, 0, 0.f, 0.f},
+    {"gelu_tanh", EltwiseAlg::gelu_tanh, 0, 0, 0.f, 0.f},
+    {"logistic", EltwiseAlg::logistic, 0, 0, 0.f, 0.f},
+    {"tanh", EltwiseAlg::tanh, 0, 0, 0.f, 0.f},
+    {"hardswish", EltwiseAlg::hardswish, 0, 0, 0.f, 0.f},
+    {"mish", EltwiseAlg::mish, 0, 0, 0.f, 0.f},
+    {"abs", EltwiseAlg::abs, 0, 0, 0.f, 0.f},
+    {"square", EltwiseAlg::square, 0, 0, 0.f, 0.f},
+    {"sqrt", EltwiseAlg::sqrt, 0, 0, 0.f, 0.f},
+    {"exp", EltwiseAlg::exp, 0, 0, 0.f, 0.f},
+    {"log", EltwiseAlg::log, 0, 0, 0.f, 0.f},
+};
+
+const struct {
+    const char* name;
+    BinaryAlg alg;
+} kBinary[] = {{"add", BinaryAlg::add}, {"mul", BinaryAlg::mul}, {"sub", BinaryAlg::sub},
+               {"div", BinaryAlg::div}, {"max", BinaryAlg::max}, {"min", BinaryAlg::min}};
+
+}  // namespace
+
+PostOp parse_post_op(const std::string& text, std::string* binary_arg) {
+    if (text.empty()) bad(text, "empty post-op");
+    auto colon = text.find(':');
+    std::string name = text.substr(0, colon);
+    std::string rest = colon == std::string::npos ? std::string() : text.substr(colon + 1);
+    PostOp op;
+    if (name == "sum") {
+        op.kind = PostOp::Kind::sum;
+        if (colon != std::string::npos) {
+            auto f = split(rest, ':');
+            if (f.size() > 1) bad(text, "sum takes one parameter (scale)");
+            op.scale = parse_float(text, f[0], "sum scale");
+        }
+        return op;
+    }
+    for (const auto& b : kBinary) {
+        if (name == b.name) {
+            op.kind = PostOp::Kind::binary;
+            op.binary = b.alg;
+            if (binary_arg) *binary_arg = rest;
+            return op;
+        }
+    }
+    for (const auto& e : kEltwise) {
+        if (name != e.name) continue;
+        op.kind = PostOp::Kind::eltwise;
+        op.eltwise = e.alg;
+        op.alpha = e.default_alpha;
+        op.beta = e.default_beta;
+        std::vector<std::string> f;
+        if (colon != std::string::npos) f = split(rest, ':');
+        if (static_cast<int>(f.size()) > e.max_params)
+            bad(text, name + " takes at most " + std::to_string(e.max_params) + " parameter(s), got " +
+                          std::to_string(f.size()));
+        if (static_cast<int>(f.size()) < e.min_params)
+            bad(text, name + " needs " + std::to_string(e.min_params) + " parameters (e.g. clip:0:6)");
+        if (f.size() >= 1) op.alpha = parse_float(text, f[0], "alpha");
+        if (f.size() >= 2) op.beta = parse_float(text, f[1], "beta");
+        if (e.alg == EltwiseAlg::clip && op.alpha > op.beta)
+            bad(text, "clip lower bound " + num(op.alpha) + " is above the upper bound " + num(op.beta));
+        return op;
+    }
+    std::string known;
+    for (const auto& e : kEltwise) known += std::string(e.name) + " ";
+    bad(text, "unknown post-op '" + name + "' (known: " + known +
+                  "sum add mul sub div max min)");
+}
+
+PostOps parse_post_ops(const std::string& text, std::vector<std::string>* binary_args) {
+    PostOps ops;
+    if (text.empty()) return ops;
+    for (const auto& tok : split(text, '+')) {
+        std::string arg;
+        PostOp op = parse_post_op(tok, &arg);
+        if (op.kind == PostOp::Kind::binary && binary_args) binary_args->push_back(arg);
+        ops.append(op);
+    }
+    return ops;
+}
+
+}  // namespace convkit

@@ -1,0 +1,73 @@
+// ConvProblem: one convolution described as a plain, hashable value. Everything a backend builds
+// (oneDNN primitives, cuDNN plans) is keyed by it, so it holds every property that changes what
+// gets built: direction, sizes, dtypes, layouts, params, post-op kinds and values, determinism.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "convkit/conv.hpp"
+
+namespace convkit::core {
+
+enum class Direction { fwd, bwd_d, bwd_w };
+const char* to_string(Direction d);
+
+struct PostOpDesc {
+    PostOp::Kind kind = PostOp::Kind::eltwise;
+    int alg = 0;  // EltwiseAlg or BinaryAlg
+    float alpha = 0.f, beta = 0.f, scale = 1.f;
+    Dims operand_sizes;                       // binary only
+    Layout operand_layout = Layout::channels_first;
+    bool operator==(const PostOpDesc& o) const;
+};
+
+struct ConvProblem {
+    Direction dir = Direction::fwd;
+    DType dt = DType::f32;
+    Device device = Device::cpu();
+    int nsp = 2;  // spatial dims, 1..3
+    int64_t mb = 0, g = 1, ic = 0, oc = 0;
+    // Spatial values in PyTorch's order (d, h, w), first `nsp` entries used; dilation 1 = dense.
+    int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, k[3] = {1, 1, 1};
+    int64_t stride[3] = {1, 1, 1}, pad_l[3] = {0, 0, 0}, pad_r[3] = {0, 0, 0}, dil[3] = {1, 1, 1};
+    // Layouts of the tensors as handed to the backend (dense: channels_first or channels_last).
+    // src/dst mean diff_src/diff_dst in the backward directions.
+    Layout src_layout = Layout::channels_first, wei_layout = Layout::channels_first,
+           dst_layout = Layout::channels_first;
+    bool with_bias = false;  // bias (fwd) or diff_bias (bwd_w)
+    int n_post_ops = 0;
+    PostOpDesc post_ops[PostOps::max_ops];
+    bool deterministic = false;
+    bool allow_tf32 = true;
+
+    int64_t icg() const { return ic / g; }
+    int64_t ocg() const { return oc / g; }
+    int rank() const { return nsp + 2; }
+    Dims src_dims() const;
+    Dims wei_dims() const;
+    Dims dst_dims() const;
+    double flops() const;
+    bool has_sum() const;
+
+    std::size_t hash() const;
+    bool operator==(const ConvProblem& o) const;
+    bool operator!=(const ConvProblem& o) const { return !(*this == o); }
+    // benchdnn-style descriptor plus direction, dtype and layout, for messages and logs.
+    std::string str() const;
+};
+
+struct ConvProblemHash {
+    std::size_t operator()(const ConvProblem& p) const { return p.hash(); }
+};
+
+// The tensors of one call, already validated and dense. Slots follow oneDNN's convention:
+//   fwd:   src, weights, bias in; dst out (also read by a `sum` post-op)
+//   bwd_d: dst = diff_dst in, weights in; src = diff_src out
+//   bwd_w: dst = diff_dst in, src in; weights = diff_weights out, bias = diff_bias out (optional)
+struct ConvArgs {
+    TensorView src, weights, bias, dst;
+    const PostOps* post_ops = nullptr;
+};
+
+}  // namespace convkit::core

@@ -1,0 +1,108 @@
+// The backend registry and the global switches. Backends are created on first use, in preference
+// order: the oneDNN CPU backend before the reference for host tensors, cuDNN for GPU tensors.
+#include <atomic>
+#include <mutex>
+
+#include "core/backend.hpp"
+
+namespace convkit {
+namespace core {
+
+namespace {
+
+struct Registry {
+    std::vector<std::unique_ptr<Backend>> owned;
+    std::vector<Backend*> ordered;
+    std::unique_ptr<DeviceRuntime> cuda_rt;
+    Registry() {
+#ifdef CONVKIT_WITH_CUDA
+        cuda_rt = make_cuda_runtime();
+        owned.push_back(make_cuda_backend());
+#endif
+#ifdef CONVKIT_WITH_CPU
+        owned.push_back(make_cpu_backend());
+#endif
+        owned.push_back(make_reference_backend());
+        for (auto& b : owned) ordered.push_back(b.get());
+    }
+};
+
+Registry& registry() {
+    static Registry r;
+    return r;
+}
+
+}  // namespace
+
+const std::vector<Backend*>& backends() { return registry().ordered; }
+
+Backend* find_backend(Engine e) {
+    for (Backend* b : backends())
+        if (b->engine() == e) return b;
+    return nullptr;
+}
+
+DeviceRuntime* runtime(DeviceType t) {
+    if (t == DeviceType::cuda) return registry().cuda_rt.get();
+    return nullptr;
+}
+
+}  // namespace core
+
+const char* to_string(Engine e) {
+    switch (e) {
+        case Engine::automatic: return "auto";
+        case Engine::ref: return "ref";
+        case Engine::cpu: return "cpu";
+        case Engine::cuda: return "cuda";
+    }
+    return "?";
+}
+
+Engine engine_from_string(const std::string& s) {
+    if (s == "auto" || s.empty()) return Engine::automatic;
+    if (s == "ref") return Engine::ref;
+    if (s == "cpu") return Engine::cpu;
+    if (s == "cuda") return Engine::cuda;
+    throw Error(ErrorKind::invalid_argument,
+                "unknown engine '" + s + "' (expected one of auto, ref, cpu, cuda)");
+}
+
+std::vector<Engine> available_engines() {
+    std::vector<Engine> out;
+    for (core::Backend* b : core::backends()) {
+        if (b->device_type() == DeviceType::cuda) {
+            core::DeviceRuntime* rt = core::runtime(DeviceType::cuda);
+            if (!rt || rt->device_count() == 0) continue;
+        }
+        out.push_back(b->engine());
+    }
+    return out;
+}
+
+Engine best_engine(Device device) {
+    for (core::Backend* b : core::backends())
+        if (b->device_type() == device.type) return b->engine();
+    throw Error(ErrorKind::unsupported, "no backend for device " + device.str() + " in this build");
+}
+
+namespace {
+std::atomic<bool> g_deterministic{false};
+std::atomic<bool> g_allow_tf32{true};
+}  // namespace
+
+void set_deterministic(bool on) { g_deterministic = on; }
+bool deterministic() { return g_deterministic; }
+void set_allow_tf32(bool on) { g_allow_tf32 = on; }
+bool allow_tf32() { return g_allow_tf32; }
+
+CacheStats cache_stats(Engine e) {
+    core::Backend* b = core::find_backend(e);
+    return b ? b->cache_stats() : CacheStats{};
+}
+
+void clear_cache(Engine e) {
+    if (core::Backend* b = core::find_backend(e)) b->clear_cache();
+}
+
+}  // namespace convkit

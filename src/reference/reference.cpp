@@ -1,0 +1,313 @@
+// The reference backend: direct loops for every direction, dtype and post-op. It is the oracle
+// the fast backends are tested against, so it favours obviously-right code and extra accuracy
+// over speed: f32 and f64 accumulate in double, f16/bf16 in float (as the fast paths do), and it
+// reads tensors through their strides, so it needs no dense copies. Loops over independent
+// outputs are spread over threads with OpenMP; each output's sum runs in a fixed order, so
+// results are bitwise reproducible.
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "convkit/tensor.hpp"
+#include "core/backend.hpp"
+
+namespace convkit {
+namespace ref {
+namespace {
+
+using core::ConvArgs;
+using core::ConvProblem;
+using core::Direction;
+
+struct bf16_t { uint16_t bits; };
+struct f16_t { uint16_t bits; };
+
+template <typename T> struct Traits;
+template <> struct Traits<float> {
+    using acc = double;
+    static double load(float v) { return v; }
+    static float store(double v) { return static_cast<float>(v); }
+};
+template <> struct Traits<double> {
+    using acc = double;
+    static double load(double v) { return v; }
+    static double store(double v) { return v; }
+};
+template <> struct Traits<bf16_t> {
+    using acc = float;
+    static float load(bf16_t v) { return bf16_to_f32(v.bits); }
+    static bf16_t store(float v) { return bf16_t{f32_to_bf16(v)}; }
+};
+template <> struct Traits<f16_t> {
+    using acc = float;
+    static float load(f16_t v) { return f16_to_f32(v.bits); }
+    static f16_t store(float v) { return f16_t{f32_to_f16(v)}; }
+};
+
+// A tensor seen as 5-D (N, C, D, H, W): missing spatial dims have size 1 and stride 0.
+template <typename T> struct V5 {
+    T* p;
+    int64_t s[5];
+    V5(const TensorView& t, int nsp) : p(static_cast<T*>(t.data)) {
+        s[0] = t.strides[0];
+        s[1] = t.strides[1];
+        for (int i = 0; i < 3; ++i) s[2 + i] = 0;
+        for (int i = 0; i < nsp; ++i) s[2 + (3 - nsp) + i] = t.strides[2 + i];
+    }
+    T& at(int64_t n, int64_t c, int64_t d, int64_t h, int64_t w) const {
+        return p[n * s[0] + c * s[1] + d * s[2] + h * s[3] + w * s[4]];
+    }
+};
+
+// Spatial parameters padded to 3 dims (d, h, w) with neutral values in front.
+struct Geo {
+    int64_t in[3], out[3], k[3], st[3], pl[3], dl[3];
+    explicit Geo(const ConvProblem& p) {
+        for (int i = 0; i < 3; ++i) {
+            in[i] = out[i] = k[i] = st[i] = dl[i] = 1;
+            pl[i] = 0;
+        }
+        for (int i = 0; i < p.nsp; ++i) {
+            int j = 3 - p.nsp + i;
+            in[j] = p.in[i];
+            out[j] = p.out[i];
+            k[j] = p.k[i];
+            st[j] = p.stride[i];
+            pl[j] = p.pad_l[i];
+            dl[j] = p.dil[i];
+        }
+    }
+};
+
+template <typename A> A eltwise(EltwiseAlg alg, A x, A alpha, A beta) {
+    using std::exp;
+    switch (alg) {
+        case EltwiseAlg::relu: return x > 0 ? x : alpha * x;
+        case EltwiseAlg::linear: return alpha * x + beta;
+        case EltwiseAlg::clip: return std::min(std::max(x, alpha), beta);
+        case EltwiseAlg::elu: return x > 0 ? x : alpha * std::expm1(x);
+        case EltwiseAlg::swish: return x / (A(1) + exp(-alpha * x));
+        case EltwiseAlg::gelu_erf: return A(0.5) * x * (A(1) + std::erf(x / std::sqrt(A(2))));
+        case EltwiseAlg::gelu_tanh: {
+            const A c = std::sqrt(A(2) / A(3.14159265358979323846));
+            return A(0.5) * x * (A(1) + std::tanh(c * (x + A(0.044715) * x * x * x)));
+        }
+        case EltwiseAlg::logistic: return A(1) / (A(1) + exp(-x));
+        case EltwiseAlg::tanh: return std::tanh(x);
+        case EltwiseAlg::hardswish: return x * std::min(std::max(x + A(3), A(0)), A(6)) / A(6);
+        case EltwiseAlg::mish: {
+            // softplus without overflow: log1p(exp(x)) == x to working precision for large x
+            A sp = x > A(20) ? x : std::log1p(exp(x));
+            return x * std::tanh(sp);
+        }
+        case EltwiseAlg::abs: return std::abs(x);
+        case EltwiseAlg::square: return x * x;
+        case EltwiseAlg::sqrt: return std::sqrt(x);
+        case EltwiseAlg::exp: return exp(x);
+        case EltwiseAlg::log: return std::log(x);
+    }
+    return x;
+}
+
+template <typename A> A binary(BinaryAlg alg, A x, A y) {
+    switch (alg) {
+        case BinaryAlg::add: return x + y;
+        case BinaryAlg::mul: return x * y;
+        case BinaryAlg::sub: return x - y;
+        case BinaryAlg::div: return x / y;
+        case BinaryAlg::max: return std::max(x, y);
+        case BinaryAlg::min: return std::min(x, y);
+    }
+    return x;
+}
+
+template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
+    using Tr = Traits<T>;
+    using A = typename Tr::acc;
+    const Geo g(p);
+    const V5<T> src(a.src, p.nsp), wei(a.weights, p.nsp), dst(a.dst, p.nsp);
+    const T* bias = a.bias.defined() ? static_cast<const T*>(a.bias.data) : nullptr;
+    const int64_t bias_st = a.bias.defined() ? a.bias.strides[0] : 0;
+    const int64_t G = p.g, OCG = p.ocg(), ICG = p.icg();
+    // Binary operands as 5-D views whose broadcast dims have stride 0.
+    std::vector<V5<T>> operands;
+    if (a.post_ops)
+        for (const PostOp& op : *a.post_ops)
+            if (op.kind == PostOp::Kind::binary) {
+                TensorView t = op.operand;
+                for (int d = 0; d < t.rank(); ++d)
+                    if (t.sizes[d] == 1) t.strides[d] = 0;
+                operands.emplace_back(t, p.nsp);
+            }
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < p.mb; ++n)
+        for (int64_t oc = 0; oc < p.oc; ++oc) {
+            const int64_t gi = oc / OCG;
+            for (int64_t od = 0; od < g.out[0]; ++od)
+                for (int64_t oh = 0; oh < g.out[1]; ++oh)
+                    for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+                        A acc = 0;
+                        for (int64_t icg = 0; icg < ICG; ++icg) {
+                            const int64_t ic = gi * ICG + icg;
+                            for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+                                const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
+                                if (id < 0 || id >= g.in[0]) continue;
+                                for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+                                    const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
+                                    if (ih < 0 || ih >= g.in[1]) continue;
+                                    for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                                        const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
+                                        if (iw < 0 || iw >= g.in[2]) continue;
+                                        acc += Tr::load(src.at(n, ic, id, ih, iw)) *
+                                               Tr::load(wei.at(oc, icg, kd, kh, kw));
+                                    }
+                                }
+                            }
+                        }
+                        if (bias) acc += Tr::load(bias[oc * bias_st]);
+                        T& out = dst.at(n, oc, od, oh, ow);
+                        if (a.post_ops) {
+                            std::size_t bi = 0;
+                            for (const PostOp& op : *a.post_ops) {
+                                switch (op.kind) {
+                                    case PostOp::Kind::eltwise:
+                                        acc = eltwise<A>(op.eltwise, acc, A(op.alpha), A(op.beta));
+                                        break;
+                                    case PostOp::Kind::sum:
+                                        acc += A(op.scale) * Tr::load(out);
+                                        break;
+                                    case PostOp::Kind::binary:
+                                        acc = binary<A>(op.binary, acc,
+                                                        Tr::load(operands[bi++].at(n, oc, od, oh, ow)));
+                                        break;
+                                }
+                            }
+                        }
+                        (void)G;
+                        out = Tr::store(acc);
+                    }
+        }
+}
+
+template <typename T> void backward_data(const ConvProblem& p, const ConvArgs& a) {
+    using Tr = Traits<T>;
+    using A = typename Tr::acc;
+    const Geo g(p);
+    const V5<T> dsrc(a.src, p.nsp), wei(a.weights, p.nsp), ddst(a.dst, p.nsp);
+    const int64_t OCG = p.ocg(), ICG = p.icg();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t n = 0; n < p.mb; ++n)
+        for (int64_t ic = 0; ic < p.ic; ++ic) {
+            const int64_t gi = ic / ICG, icg = ic % ICG;
+            for (int64_t id = 0; id < g.in[0]; ++id)
+                for (int64_t ih = 0; ih < g.in[1]; ++ih)
+                    for (int64_t iw = 0; iw < g.in[2]; ++iw) {
+                        A acc = 0;
+                        for (int64_t ocg = 0; ocg < OCG; ++ocg) {
+                            const int64_t oc = gi * OCG + ocg;
+                            for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+                                const int64_t nd = id + g.pl[0] - kd * g.dl[0];
+                                if (nd < 0 || nd % g.st[0]) continue;
+                                const int64_t od = nd / g.st[0];
+                                if (od >= g.out[0]) continue;
+                                for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+                                    const int64_t nh = ih + g.pl[1] - kh * g.dl[1];
+                                    if (nh < 0 || nh % g.st[1]) continue;
+                                    const int64_t oh = nh / g.st[1];
+                                    if (oh >= g.out[1]) continue;
+                                    for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                                        const int64_t nw = iw + g.pl[2] - kw * g.dl[2];
+                                        if (nw < 0 || nw % g.st[2]) continue;
+                                        const int64_t ow = nw / g.st[2];
+                                        if (ow >= g.out[2]) continue;
+                                        acc += Tr::load(ddst.at(n, oc, od, oh, ow)) *
+                                               Tr::load(wei.at(oc, icg, kd, kh, kw));
+                                    }
+                                }
+                            }
+                        }
+                        dsrc.at(n, ic, id, ih, iw) = Tr::store(acc);
+                    }
+        }
+}
+
+template <typename T> void backward_weights(const ConvProblem& p, const ConvArgs& a) {
+    using Tr = Traits<T>;
+    using A = typename Tr::acc;
+    const Geo g(p);
+    const V5<T> src(a.src, p.nsp), dwei(a.weights, p.nsp), ddst(a.dst, p.nsp);
+    const int64_t OCG = p.ocg(), ICG = p.icg();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t oc = 0; oc < p.oc; ++oc)
+        for (int64_t icg = 0; icg < ICG; ++icg) {
+            const int64_t ic = (oc / OCG) * ICG + icg;
+            for (int64_t kd = 0; kd < g.k[0]; ++kd)
+                for (int64_t kh = 0; kh < g.k[1]; ++kh)
+                    for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                        A acc = 0;
+                        for (int64_t n = 0; n < p.mb; ++n)
+                            for (int64_t od = 0; od < g.out[0]; ++od) {
+                                const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
+                                if (id < 0 || id >= g.in[0]) continue;
+                                for (int64_t oh = 0; oh < g.out[1]; ++oh) {
+                                    const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
+                                    if (ih < 0 || ih >= g.in[1]) continue;
+                                    for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+                                        const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
+                                        if (iw < 0 || iw >= g.in[2]) continue;
+                                        acc += Tr::load(ddst.at(n, oc, od, oh, ow)) *
+                                               Tr::load(src.at(n, ic, id, ih, iw));
+                                    }
+                                }
+                            }
+                        dwei.at(oc, icg, kd, kh, kw) = Tr::store(acc);
+                    }
+        }
+    if (a.bias.defined()) {
+        T* db = static_cast<T*>(a.bias.data);
+        const int64_t bst = a.bias.strides[0];
+#pragma omp parallel for schedule(static)
+        for (int64_t oc = 0; oc < p.oc; ++oc) {
+            A acc = 0;
+            for (int64_t n = 0; n < p.mb; ++n)
+                for (int64_t od = 0; od < g.out[0]; ++od)
+                    for (int64_t oh = 0; oh < g.out[1]; ++oh)
+                        for (int64_t ow = 0; ow < g.out[2]; ++ow) acc += Tr::load(ddst.at(n, oc, od, oh, ow));
+            db[oc * bst] = Tr::store(acc);
+        }
+    }
+}
+
+template <typename T> void run(const ConvProblem& p, const ConvArgs& a) {
+    switch (p.dir) {
+        case Direction::fwd: forward<T>(p, a); break;
+        case Direction::bwd_d: backward_data<T>(p, a); break;
+        case Direction::bwd_w: backward_weights<T>(p, a); break;
+    }
+}
+
+class ReferenceBackend final : public core::Backend {
+public:
+    Engine engine() const override { return Engine::ref; }
+    DeviceType device_type() const override { return DeviceType::cpu; }
+    std::string check(const ConvProblem&) const override { return ""; }
+    bool needs_dense() const override { return false; }
+    Event execute(const ConvProblem& p, const ConvArgs& a, const Stream&, const std::vector<Event>& deps) override {
+        core::wait_all(deps);
+        switch (p.dt) {
+            case DType::f32: run<float>(p, a); break;
+            case DType::f64: run<double>(p, a); break;
+            case DType::bf16: run<bf16_t>(p, a); break;
+            case DType::f16: run<f16_t>(p, a); break;
+        }
+        return Event();
+    }
+};
+
+}  // namespace
+}  // namespace ref
+
+namespace core {
+std::unique_ptr<Backend> make_reference_backend() { return std::make_unique<ref::ReferenceBackend>(); }
+}  // namespace core
+}  // namespace convkit

@@ -1,0 +1,333 @@
+// `convkit bench`: a benchdnn-compatible convolution driver. Problems come from descriptors on
+// the command line and from batch files; each runs in correctness mode (the chosen engine
+// against the reference backend on the same random inputs), performance mode (min and median
+// time over timed batches of calls, GFLOP/s), or both.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "cli.hpp"
+#include "cli_common.hpp"
+#include "desc.hpp"
+
+namespace convkit::tools {
+
+namespace {
+
+struct BenchOptions {
+    std::vector<std::string> batches, descs;
+    std::string dir = "FWD_B", dt = "f32", tag = "nchw", engine = "auto", post_ops, mode = "both", csv;
+    int64_t mb = 0;
+    double max_ms = 300;   // time budget per problem in perf mode
+    int min_reps = 5;
+};
+
+enum class Dir { fwd, bwd_d, bwd_w };
+
+struct Variant {
+    Dir dir;
+    bool bias;
+    const char* label;
+};
+
+Variant parse_dir(const std::string& s) {
+    if (s == "fwd" || s == "FWD_B") return {Dir::fwd, true, "fwd"};
+    if (s == "FWD_D" || s == "FWD_I") return {Dir::fwd, false, "fwd"};
+    if (s == "bwd_d" || s == "BWD_D") return {Dir::bwd_d, false, "bwd_d"};
+    if (s == "bwd_w" || s == "BWD_W") return {Dir::bwd_w, false, "bwd_w"};
+    if (s == "BWD_WB") return {Dir::bwd_w, true, "bwd_w"};
+    throw Error(ErrorKind::invalid_argument,
+                "--dir: '" + s + "' is not one of fwd, bwd_d, bwd_w, FWD_B, FWD_D, BWD_D, BWD_W, BWD_WB");
+}
+
+ConvParams params_of(const ConvDesc& d) {
+    ConvParams p;
+    p.groups = d.g;
+    for (int i = 3 - d.ndims; i < 3; ++i) {
+        p.stride.push_back(d.stride[i]);
+        p.padding_l.push_back(d.pad_l[i]);
+        p.padding_r.push_back(d.pad_r[i]);
+        p.dilation.push_back(d.dil[i] + 1);  // benchdnn's dilation is 0-based
+    }
+    return p;
+}
+
+Dims dims_of(int64_t a, int64_t b, const std::array<int64_t, 3>& sp, int ndims) {
+    Dims d{a, b};
+    for (int i = 3 - ndims; i < 3; ++i) d.push_back(sp[i]);
+    return d;
+}
+
+struct Result {
+    std::string status = "ok";
+    double tmin = 0, tmed = 0, gflops = 0, err = 0;
+    std::string detail;
+};
+
+double now_ms() {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// One problem's tensors and the call that runs it, so correctness and timing share them.
+struct Problem {
+    Variant v;
+    DType dt;
+    Layout layout;
+    Device dev;
+    ConvParams params;
+    Tensor src, wei, bia, dst, dst_init;
+    std::vector<Tensor> operands;
+    PostOps post_ops;
+    ConvOptions opt;
+    Stream stream;
+
+    Event call() {
+        switch (v.dir) {
+            case Dir::fwd:
+                if (post_ops.has_sum()) copy(dst.view(), dst_init.view());
+                return convolution_forward(dst, src, wei, bia.view(), params, post_ops, stream, {}, opt);
+            case Dir::bwd_d:
+                return convolution_backward_data(src, dst, wei, params, stream, {}, opt);
+            case Dir::bwd_w:
+                return convolution_backward_weights(wei, bia.view(), dst, src, params, stream, {}, opt);
+        }
+        return Event();
+    }
+    const TensorView& output() const {
+        return v.dir == Dir::fwd ? dst.view() : v.dir == Dir::bwd_d ? src.view() : wei.view();
+    }
+};
+
+Problem make_problem(const ConvDesc& d, const Variant& v, DType dt, Layout layout, Engine engine,
+                     const std::string& post_ops_text, uint64_t seed) {
+    Problem p;
+    p.v = v;
+    p.dt = dt;
+    p.layout = layout;
+    p.dev = engine == Engine::cuda ? Device::cuda(0) : Device::cpu();
+    p.params = params_of(d);
+    p.opt.engine = engine;
+    if (p.dev.is_cuda()) p.stream = Stream::cuda(0);
+    Dims s = dims_of(d.mb, d.ic, d.in, d.ndims), w = dims_of(d.oc, d.ic / d.g, d.k, d.ndims),
+         o = dims_of(d.mb, d.oc, d.out, d.ndims);
+    p.src = Tensor(dt, s, layout, p.dev);
+    p.wei = Tensor(dt, w, layout, p.dev);
+    p.dst = Tensor(dt, o, layout, p.dev);
+    if (v.bias) p.bia = Tensor(dt, Dims{d.oc}, Layout::channels_first, p.dev);
+    // Inputs get random values; outputs get them too so a backend that skips elements is caught.
+    from_host_f64(p.src.view(), random_values(p.src.numel(), -1, 1, seed + 1, dt));
+    from_host_f64(p.wei.view(), random_values(p.wei.numel(), -1, 1, seed + 2, dt));
+    from_host_f64(p.dst.view(), random_values(p.dst.numel(), -1, 1, seed + 3, dt));
+    if (v.bias) from_host_f64(p.bia.view(), random_values(d.oc, -1, 1, seed + 4, dt));
+    std::vector<std::string> args;
+    p.post_ops = parse_post_ops(post_ops_text, &args);
+    std::size_t bi = 0;
+    for (std::size_t i = 0; i < p.post_ops.size(); ++i) {
+        if (p.post_ops[i].kind != PostOp::Kind::binary) continue;
+        // benchdnn spelling: add[:dt[:policy]], policy common (scalar), per_oc, per_tensor.
+        std::string a = args[bi++];
+        std::string policy = "common";
+        auto c = a.find(':');
+        if (c != std::string::npos) policy = a.substr(c + 1);
+        Dims od = o;
+        if (policy == "common" || policy.empty()) {
+            for (int k = 0; k < od.rank(); ++k) od[k] = 1;
+        } else if (policy == "per_oc") {
+            for (int k = 0; k < od.rank(); ++k)
+                if (k != 1) od[k] = 1;
+        } else if (policy != "per_tensor") {
+            throw Error(ErrorKind::invalid_argument, "--attr-post-ops: binary policy '" + policy +
+                                                         "' is not one of common, per_oc, per_tensor");
+        }
+        p.operands.emplace_back(dt, od, layout, p.dev);
+        from_host_f64(p.operands.back().view(), random_values(p.operands.back().numel(), 0.5, 1.5, seed + 10 + i, dt));
+        p.post_ops[i].operand = p.operands.back().view();
+    }
+    if (p.post_ops.has_sum()) {
+        p.dst_init = Tensor(dt, o, layout, p.dev);
+        copy(p.dst_init.view(), p.dst.view());
+    }
+    return p;
+}
+
+Result run_one(const ConvDesc& d, const Variant& v, DType dt, Layout layout, Engine engine,
+               const BenchOptions& o) {
+    Result r;
+    const bool corr = o.mode != "perf", perf = o.mode != "corr";
+    Problem p = make_problem(d, v, dt, layout, engine, o.post_ops, 1234);
+    try {
+        p.call().wait();
+    } catch (const Error& e) {
+        if (e.kind() == ErrorKind::unsupported) {
+            r.status = "unsupported";
+            r.detail = e.what();
+            return r;
+        }
+        throw;
+    }
+    if (corr) {
+        // The same inputs on the reference backend, host side, in the same layout.
+        Problem q = make_problem(d, v, dt, layout, Engine::ref, o.post_ops, 1234);
+        q.call().wait();
+        std::vector<double> got = to_host_f64(p.output()), want = to_host_f64(q.output());
+        int64_t K = (d.ic / d.g);
+        for (int i = 0; i < 3; ++i) K *= d.k[i];
+        if (v.dir == Dir::bwd_d) K = (d.oc / d.g) * d.k[0] * d.k[1] * d.k[2];
+        if (v.dir == Dir::bwd_w) K = d.mb * d.out[0] * d.out[1] * d.out[2];
+        const double scale = std::max(1.0, std::sqrt(static_cast<double>(K)) / 3.0);
+        CompareResult c = compare(got, want, dt, scale);
+        if (c.ok && v.dir == Dir::bwd_w && v.bias) {
+            std::vector<double> gb = to_host_f64(p.bia.view()), wb = to_host_f64(q.bia.view());
+            CompareResult cb = compare(gb, wb, dt, std::max(1.0, std::sqrt(static_cast<double>(K)) / 3.0));
+            if (!cb.ok) c = cb, c.detail = "diff_bias: " + cb.detail;
+        }
+        r.err = c.max_err;
+        if (!c.ok) {
+            r.status = "FAILED";
+            r.detail = c.detail + " (" + std::to_string(c.bad) + " of " + std::to_string(got.size()) +
+                       " elements outside tolerance " + std::to_string(tolerance(dt)) + ")";
+        }
+    }
+    if (perf) {
+        // Batches of calls between host syncs, sized to ~1 ms, so GPU launches overlap as in a real
+        // network; per-call time = batch time / calls. The min and median are over batches.
+        double t0 = now_ms();
+        p.call();
+        p.stream.synchronize();
+        double one = std::max(now_ms() - t0, 1e-3);
+        int per_batch = std::max(1, static_cast<int>(1.0 / one));
+        std::vector<double> times;
+        double start = now_ms();
+        while (static_cast<int>(times.size()) < o.min_reps || (now_ms() - start < o.max_ms && times.size() < 1000)) {
+            double b0 = now_ms();
+            for (int i = 0; i < per_batch; ++i) p.call();
+            p.stream.synchronize();
+            times.push_back((now_ms() - b0) / per_batch);
+        }
+        std::sort(times.begin(), times.end());
+        r.tmin = times.front();
+        r.tmed = times[times.size() / 2];
+        r.gflops = d.flops() / (r.tmin * 1e6);
+    }
+    return r;
+}
+
+}  // namespace
+
+int bench_command(const std::vector<std::string>& args) {
+    BenchOptions o;
+    CLI::App app{"convkit bench: benchdnn-compatible convolution driver", "convkit bench"};
+    app.add_option("--batch", o.batches, "batch file of problem descriptors (repeatable)");
+    app.add_option("--dir", o.dir, "fwd|bwd_d|bwd_w or FWD_B|FWD_D|BWD_D|BWD_W|BWD_WB; comma-separated for several");
+    app.add_option("--dt", o.dt, "f32|f64|bf16|f16; comma-separated for several");
+    app.add_option("--tag", o.tag, "nchw|nhwc; comma-separated for several");
+    app.add_option("--mb", o.mb, "minibatch override (0 = as in the descriptor)");
+    app.add_option("--engine", o.engine, "auto|ref|cpu|cuda")->check(CLI::IsMember({"auto", "ref", "cpu", "cuda"}));
+    app.add_option("--attr-post-ops", o.post_ops, "post-ops, benchdnn spelling (binary: add:f32:per_oc)");
+    app.add_option("--mode", o.mode, "corr|perf|both")->check(CLI::IsMember({"corr", "perf", "both", "C", "P", "CP"}));
+    app.add_option("--csv", o.csv, "write one row per problem to this CSV file");
+    app.add_option("--max-ms-per-prb", o.max_ms, "perf mode time budget per problem (ms)");
+    app.add_option("descriptors", o.descs, "problem descriptors, e.g. mb32ic64ih56oc64oh56kh3ph1n\"res2\"");
+    std::vector<std::string> rev(args.rbegin(), args.rend());
+    try {
+        app.parse(rev);
+    } catch (const CLI::CallForHelp&) {
+        std::cout << app.help();
+        return 0;
+    } catch (const CLI::ParseError& e) {
+        std::cerr << "convkit bench: error: " << e.what() << " (see convkit bench --help)\n";
+        return 2;
+    }
+    if (o.mode == "C") o.mode = "corr";
+    if (o.mode == "P") o.mode = "perf";
+    if (o.mode == "CP") o.mode = "both";
+    int failures = 0;
+    try {
+        std::vector<ConvDesc> probs;
+        for (const auto& b : o.batches) {
+            auto v = read_batch_file(b);
+            probs.insert(probs.end(), v.begin(), v.end());
+        }
+        for (const auto& s : o.descs) probs.push_back(parse_conv_desc(s));
+        if (probs.empty()) throw Error(ErrorKind::invalid_argument, "no problems: give --batch=FILE or descriptors");
+        if (o.mb < 0) throw Error(ErrorKind::invalid_argument, "--mb must be >= 0, got " + std::to_string(o.mb));
+        Engine engine = engine_from_string(o.engine);
+        if (engine == Engine::automatic) engine = best_engine(Device::cpu());
+        std::vector<Variant> dirs;
+        std::vector<DType> dts;
+        std::vector<std::string> tags;
+        auto split = [](const std::string& s) {
+            std::vector<std::string> out;
+            std::string cur;
+            for (char c : s + ",") {
+                if (c == ',') {
+                    if (!cur.empty()) out.push_back(cur);
+                    cur.clear();
+                } else {
+                    cur += c;
+                }
+            }
+            return out;
+        };
+        for (const auto& s : split(o.dir)) dirs.push_back(parse_dir(s));
+        for (const auto& s : split(o.dt)) dts.push_back(dtype_from_string(s));
+        for (const auto& s : split(o.tag)) {
+            if (s != "nchw" && s != "nhwc" && s != "ncw" && s != "nwc" && s != "ncdhw" && s != "ndhwc")
+                throw Error(ErrorKind::invalid_argument, "--tag: '" + s + "' is not one of nchw, nhwc (ncw/nwc, ncdhw/ndhwc)");
+            tags.push_back(s);
+        }
+        (void)parse_post_ops(o.post_ops, nullptr);  // reject a malformed chain before any work
+
+        std::ofstream csv;
+        if (!o.csv.empty()) {
+            csv.open(o.csv);
+            if (!csv) throw Error(ErrorKind::invalid_argument, "--csv: cannot write '" + o.csv + "'");
+            csv << "name,dir,dt,tag,mb,descriptor,status,time_min_ms,time_med_ms,gflops\n";
+        }
+        const bool tty = isatty(2);
+        const std::size_t total = probs.size() * dirs.size() * dts.size() * tags.size();
+        std::size_t done = 0;
+        std::printf("%-22s %-6s %-5s %-5s %4s %-12s %10s %10s %9s %9s\n", "name", "dir", "dt", "tag", "mb", "status",
+                    "min_ms", "med_ms", "GFLOP/s", "max_err");
+        for (const auto& v : dirs)
+            for (DType dt : dts)
+                for (const auto& tag : tags) {
+                    double sum_min = 0, sum_flops = 0;
+                    for (ConvDesc d : probs) {
+                        if (o.mb > 0) d.mb = o.mb;
+                        ++done;
+                        if (tty) std::fprintf(stderr, "\r[%zu/%zu] %s %s %s %s        ", done, total, d.name.c_str(), v.label, to_string(dt), tag.c_str());
+                        Layout layout = (tag == "nhwc" || tag == "nwc" || tag == "ndhwc") ? Layout::channels_last : Layout::channels_first;
+                        Result r = run_one(d, v, dt, layout, engine, o);
+                        if (r.status == "FAILED") ++failures;
+                        if (tty) std::fprintf(stderr, "\r\033[K");
+                        std::printf("%-22s %-6s %-5s %-5s %4lld %-12s %10.4f %10.4f %9.1f %9.2e\n", d.name.c_str(), v.label,
+                                    to_string(dt), tag.c_str(), static_cast<long long>(d.mb), r.status.c_str(), r.tmin, r.tmed,
+                                    r.gflops, r.err);
+                        if (!r.detail.empty()) std::printf("    %s\n", r.detail.c_str());
+                        std::fflush(stdout);
+                        sum_min += r.tmin;
+                        sum_flops += d.flops();
+                        if (csv)
+                            csv << d.name << "," << v.label << "," << to_string(dt) << "," << tag << "," << d.mb << ",\""
+                                << d.str() << "\"," << r.status << "," << r.tmin << "," << r.tmed << "," << r.gflops << "\n";
+                    }
+                    if (o.mode != "corr")
+                        std::printf("%-22s %-6s %-5s %-5s %4s %-12s %10.4f %10s %9.1f\n", "total", v.label, to_string(dt),
+                                    tag.c_str(), "", "", sum_min, "", sum_flops / (sum_min * 1e6));
+                }
+    } catch (...) {
+        return report_error("bench");
+    }
+    if (o.mode != "perf")
+        std::printf("%s\n", failures ? "correctness: FAILED" : "correctness: all problems within tolerance");
+    return failures ? 1 : 0;
+}
+
+}  // namespace convkit::tools

@@ -1,0 +1,50 @@
+// Convolution problem descriptors in oneDNN benchdnn's text syntax
+// (e.g. `mb32ic64ih56oc64oh56kh3ph1n"res2a_branch2b"`) and batch files of them, so
+// convkit's tools and tests can share problem lists with benchdnn and be compared to it.
+//
+// Parsing follows benchdnn's str2desc() (tests/benchdnn/conv/conv_aux.cpp) and
+// sanitize_desc(): any descriptor accepted here means the same problem it means to
+// benchdnn. Where benchdnn would silently accept something dubious (duplicate entries,
+// values it then overwrites, a zero size), this parser rejects it instead; desc.cpp lists
+// those cases.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace convkit::tools {
+
+struct ConvDesc {
+    int ndims = 2;                 // spatial dims: 1, 2 or 3
+    int64_t g = 1, mb = 2, ic = 0, oc = 0;
+    // Per spatial dim in (d, h, w) order; only the last `ndims` entries are meaningful
+    // (for 2D: index 1 = h, index 2 = w; for 1D: index 2 = w); unused entries are
+    // in=out=k=1, s=1, p=0, d=0.
+    std::array<int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, k{1, 1, 1}, stride{1, 1, 1},
+            pad_l{0, 0, 0}, pad_r{0, 0, 0};
+    // pad_r is always (out - 1) * stride - in + ((k - 1) * (dil + 1) + 1) - pad_l, as in
+    // benchdnn. It may be negative, down to 1 - stride (oneDNN's own limit): a strided
+    // problem whose last window stops before the end of the input, e.g. a 1x1 stride-2
+    // convolution over an even-sized input has pad_r = -1.
+    std::array<int64_t, 3> dil{0, 0, 0};   // benchdnn's 0-based dilation (0 = dense)
+    std::string name;              // without quotes; "" if none
+
+    // Canonical descriptor that parse_conv_desc() reads back to the same value. It is
+    // benchdnn's short form: g/mb/strides/dilations only when not default, w (or h and w)
+    // only when they differ from h (or d). pad_r is not written; it follows from out.
+    std::string str() const;
+    // 2 * mb * oc * prod(out) * (ic/g) * prod(k), padding included (benchdnn's own count
+    // skips taps that fall into padding). Same value for forward, bwd_d and bwd_w.
+    double flops() const;
+};
+
+// Throws convkit::Error(ErrorKind::invalid_argument) naming the descriptor and the problem.
+ConvDesc parse_conv_desc(const std::string& text);
+
+// One descriptor per line (several whitespace-separated descriptors on a line are also
+// fine), '#' starts a comment to end of line, blank lines ignored. A quoted name may contain
+// spaces or '#'. Errors name the file and line number.
+std::vector<ConvDesc> read_batch_file(const std::string& path);
+
+}  // namespace convkit::tools
