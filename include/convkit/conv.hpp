@@ -7,6 +7,7 @@
 // problem, so a repeated call only binds pointers.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,7 +67,38 @@ Event convolution_backward_weights(const TensorView& diff_weights, const TensorV
                                    const std::vector<Event>& deps = {},
                                    const ConvOptions& options = {});
 
+// Weights reordered once, ahead of time, into the layout an engine's forward kernels read
+// (oneDNN's blocked layouts on CPU), for inference where weights do not change. Use it in place of
+// the weights tensor in convolution_forward. A call whose problem differs from the one packed for
+// (another batch size, say) still gives the right answer, at the cost of a reorder.
+class PackedWeights {
+public:
+    struct Impl;
+    PackedWeights() = default;
+    explicit PackedWeights(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+    bool defined() const { return impl_ != nullptr; }
+    const Dims& sizes() const;  // [OC, IC/groups, k...]
+    DType dtype() const;
+    Engine engine() const;
+    const std::shared_ptr<Impl>& impl() const { return impl_; }
+
+private:
+    std::shared_ptr<Impl> impl_;
+};
+
+// `src` only lends its sizes, dtype, layout and device (its data is not read and may be null).
+PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, const ConvParams& params,
+                              const PostOps& post_ops = PostOps(), const ConvOptions& options = {});
+
+Event convolution_forward(const TensorView& dst, const TensorView& src, const PackedWeights& weights,
+                          const TensorView& bias, const ConvParams& params,
+                          const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
+                          const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+
 // Global switches.
+// Threads used by CPU engines (OpenMP); the default honours OMP_NUM_THREADS.
+void set_num_threads(int n);
+int num_threads();
 void set_deterministic(bool on);   // default off
 bool deterministic();
 // TF32 tensor-core math for f32 convolutions on GPUs; on by default, as PyTorch's

@@ -48,6 +48,16 @@ public:
                           const std::vector<Event>& deps) = 0;
     virtual CacheStats cache_stats() const { return {}; }
     virtual void clear_cache() {}
+    // Reorders forward weights for problem `p` (p.packed_weights is false here; the forward call
+    // that uses the handle will have it true). nullptr = this backend does not prepack, and the
+    // core keeps a dense copy of the weights instead.
+    virtual std::shared_ptr<void> prepack(const ConvProblem& p, const TensorView& weights) {
+        (void)p;
+        (void)weights;
+        return nullptr;
+    }
+    // Threads for CPU backends (0 = the OpenMP default).
+    virtual void set_num_threads(int n) { (void)n; }
 };
 
 class DeviceRuntime {

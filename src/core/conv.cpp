@@ -9,6 +9,16 @@
 #include "core/checked.hpp"
 
 namespace convkit {
+
+struct PackedWeights::Impl {
+    Engine engine = Engine::ref;
+    Dims sizes;
+    DType dtype = DType::f32;
+    Device device;
+    std::shared_ptr<void> handle;  // the backend's packed weights
+    Tensor plain;                  // engines that do not pack: a dense copy
+};
+
 namespace core {
 namespace {
 
@@ -33,7 +43,7 @@ std::string sp_name(int i, int nsp) {
     return kSp[3 - nsp + i];
 }
 
-void check_tensor(const Names& n, const char* name, const TensorView& t) {
+void check_tensor(const Names& n, const char* name, const TensorView& t, bool need_data = true) {
     if (!t.defined()) fail(n, std::string(name) + " is undefined (a TensorView with no sizes)");
     if (t.rank() < 3 || t.rank() > 5)
         fail(n, std::string(name) + " must have rank 3, 4 or 5 (N, C and 1 to 3 spatial dims), got rank " +
@@ -51,7 +61,7 @@ void check_tensor(const Names& n, const char* name, const TensorView& t) {
     } catch (const Error&) {
         fail(n, std::string(name) + " sizes " + t.sizes.str() + ": the element count overflows int64");
     }
-    if (numel > 0 && !t.data)
+    if (need_data && numel > 0 && !t.data)
         fail(n, std::string(name) + " has " + std::to_string(numel) + " elements but a null data pointer");
 }
 
@@ -106,6 +116,8 @@ struct Call {
     const Stream* stream;
     const std::vector<Event>* deps;
     const ConvOptions* options;
+    const PackedWeights::Impl* packed = nullptr;
+    bool shapes_only = false;  // prepack: src/dst lend sizes only; skip data-pointer and overlap checks
 };
 
 const Names& names(Direction d) {
@@ -172,9 +184,9 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
 
 ConvProblem validate(const Call& c) {
     const Names& n = names(c.dir);
-    check_tensor(n, n.src, c.src);
+    check_tensor(n, n.src, c.src, !c.shapes_only);
     check_tensor(n, n.wei, c.wei);
-    check_tensor(n, n.dst, c.dst);
+    check_tensor(n, n.dst, c.dst, !c.shapes_only);
     const int r = c.src.rank();
     ConvProblem p = shape_problem(n, c.src.sizes, c.wei.sizes, *c.params);
     if (c.dst.rank() != r)
@@ -221,6 +233,8 @@ ConvProblem validate(const Call& c) {
         p.with_bias = true;
     }
     // Outputs: no self-overlap, no overlap with any input.
+    if (c.shapes_only) goto post_ops;
+    {
     const TensorView* out1 = c.dir == Direction::fwd ? &c.dst : c.dir == Direction::bwd_d ? &c.src : &c.wei;
     const char* out1_name = c.dir == Direction::fwd ? n.dst : c.dir == Direction::bwd_d ? n.src : n.wei;
     if (self_overlapping(*out1))
@@ -239,6 +253,8 @@ ConvProblem validate(const Call& c) {
                 fail(n, std::string("diff_bias overlaps ") + in.second + " in memory");
         if (overlaps(c.bias, c.wei)) fail(n, "diff_bias overlaps diff_weights in memory");
     }
+    }
+post_ops:
     // Post-ops.
     if (c.post_ops && !c.post_ops->empty()) {
         if (c.dir != Direction::fwd) fail(n, "post-ops apply to the forward direction only");
@@ -258,7 +274,7 @@ ConvProblem validate(const Call& c) {
                 const std::string nm = "post-op " + std::to_string(i) + " (" + op.str() + ") operand";
                 const TensorView& t = op.operand;
                 if (!t.defined()) fail(n, nm + " is undefined");
-                check_tensor(n, nm.c_str(), t);
+                check_tensor(n, nm.c_str(), t, !c.shapes_only);
                 if (t.rank() != r)
                     fail(n, nm + " has sizes " + t.sizes.str() + " but must have dst's rank " + std::to_string(r) +
                                 " (each dimension 1 or equal to dst " + expect.str() + ")");
@@ -270,7 +286,7 @@ ConvProblem validate(const Call& c) {
                 if (t.dtype != dt)
                     fail(n, nm + " has dtype " + to_string(t.dtype) + " but dst has dtype " + to_string(dt));
                 if (t.device != dev) fail(n, nm + " is on " + t.device.str() + " but dst is on " + dev.str());
-                if (overlaps(c.dst, t)) fail(n, nm + " overlaps dst in memory");
+                if (!c.shapes_only && overlaps(c.dst, t)) fail(n, nm + " overlaps dst in memory");
                 pd.operand_sizes = t.sizes;
                 pd.operand_layout = t.layout();
             }
@@ -327,7 +343,20 @@ Event run(const Call& c) {
         if (!rt) throw Error(ErrorKind::unsupported, std::string(n.fn) + ": this build of convkit has no CUDA backend");
         stream = rt->default_stream(p.device.index);
     }
-    Backend* b = pick(p, c.options->engine, n.fn);
+    Backend* b = nullptr;
+    if (c.packed) {
+        if (c.options->engine != Engine::automatic && c.options->engine != c.packed->engine)
+            throw Error(ErrorKind::invalid_argument, std::string(n.fn) + ": the weights were packed for engine '" +
+                                                         to_string(c.packed->engine) + "' but engine '" +
+                                                         to_string(c.options->engine) + "' was asked for");
+        if (c.packed->device != p.device)
+            fail(n, "the packed weights are on " + c.packed->device.str() + " but src is on " + p.device.str());
+        p.packed_weights = true;
+        p.wei_layout = Layout::channels_first;
+        b = find_backend(c.packed->engine);
+    } else {
+        b = pick(p, c.options->engine, n.fn);
+    }
     if (p.mb == 0) {
         // Nothing to compute; a weight gradient over an empty batch is zero.
         for (const auto& e : *c.deps) stream.wait(e);
@@ -344,6 +373,7 @@ Event run(const Call& c) {
     a.bias = c.bias;
     a.dst = c.dst;
     a.post_ops = c.post_ops;
+    if (c.packed) a.packed = c.packed->handle.get();
     if (!b->needs_dense() ||
         (p.src_layout != Layout::strided && p.wei_layout != Layout::strided && p.dst_layout != Layout::strided &&
          (!c.bias.defined() || c.bias.strides[0] == 1 || c.bias.sizes[0] == 1)))
@@ -396,6 +426,57 @@ Event convolution_forward(const TensorView& dst, const TensorView& src, const Te
                           const TensorView& bias, const ConvParams& params, const PostOps& post_ops,
                           const Stream& stream, const std::vector<Event>& deps, const ConvOptions& options) {
     core::Call c{core::Direction::fwd, src, weights, dst, bias, &params, &post_ops, &stream, &deps, &options};
+    return core::run(c);
+}
+
+const Dims& PackedWeights::sizes() const { return impl_->sizes; }
+DType PackedWeights::dtype() const { return impl_->dtype; }
+Engine PackedWeights::engine() const { return impl_->engine; }
+
+PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, const ConvParams& params,
+                              const PostOps& post_ops, const ConvOptions& options) {
+    const core::Names n{"prepack_weights", "src", "weights", "dst", "bias"};
+    core::check_tensor(n, "weights", weights);
+    Dims dst_sizes = core::shape_problem(n, src.sizes, weights.sizes, params).dst_dims();
+    Layout dl = src.is_dense() ? src.layout() : Layout::channels_first;
+    TensorView dst = TensorView::with_layout(nullptr, src.dtype, dst_sizes, dl, src.device);
+    Stream stream;
+    std::vector<Event> deps;
+    core::Call c{core::Direction::fwd, src, weights, dst, TensorView(), &params, &post_ops, &stream, &deps, &options};
+    c.shapes_only = true;
+    core::ConvProblem p = core::validate(c);
+    core::Backend* b = core::pick(p, options.engine, n.fn);
+    auto impl = std::make_shared<PackedWeights::Impl>();
+    impl->engine = b->engine();
+    impl->sizes = weights.sizes;
+    impl->dtype = weights.dtype;
+    impl->device = weights.device;
+    if (p.wei_layout != Layout::strided) impl->handle = b->prepack(p, weights);
+    if (!impl->handle) {
+        // No packing in this engine: keep a dense copy, so the caller may free its weights.
+        impl->plain = Tensor(weights.dtype, weights.sizes,
+                             weights.is_dense() ? weights.layout() : Layout::channels_first, weights.device);
+        copy(impl->plain.view(), weights);
+    }
+    return PackedWeights(impl);
+}
+
+Event convolution_forward(const TensorView& dst, const TensorView& src, const PackedWeights& weights,
+                          const TensorView& bias, const ConvParams& params, const PostOps& post_ops,
+                          const Stream& stream, const std::vector<Event>& deps, const ConvOptions& options) {
+    if (!weights.defined())
+        throw Error(ErrorKind::invalid_argument, "convolution_forward: the PackedWeights are empty (default-constructed)");
+    const PackedWeights::Impl& pk = *weights.impl();
+    if (!pk.handle) {
+        ConvOptions opt = options;
+        if (opt.engine == Engine::automatic) opt.engine = pk.engine;
+        return convolution_forward(dst, src, pk.plain.view(), bias, params, post_ops, stream, deps, opt);
+    }
+    // The handle stands in for the data pointer: validation sees the weights' sizes, and the
+    // backend reads ConvArgs::packed.
+    TensorView w(pk.handle.get(), pk.dtype, pk.sizes, pk.device);
+    core::Call c{core::Direction::fwd, src, w, dst, bias, &params, &post_ops, &stream, &deps, &options};
+    c.packed = &pk;
     return core::run(c);
 }
 

@@ -90,7 +90,8 @@ std::size_t ConvProblem::hash() const {
     }
     hs.add(static_cast<uint64_t>(src_layout) | static_cast<uint64_t>(wei_layout) << 4 |
            static_cast<uint64_t>(dst_layout) << 8 | static_cast<uint64_t>(with_bias) << 12 |
-           static_cast<uint64_t>(deterministic) << 13 | static_cast<uint64_t>(allow_tf32) << 14);
+           static_cast<uint64_t>(deterministic) << 13 | static_cast<uint64_t>(allow_tf32) << 14 |
+           static_cast<uint64_t>(packed_weights) << 15);
     hs.add(static_cast<uint64_t>(n_post_ops));
     for (int i = 0; i < n_post_ops; ++i) {
         const auto& p = post_ops[i];
@@ -108,7 +109,7 @@ bool ConvProblem::operator==(const ConvProblem& o) const {
     if (dir != o.dir || dt != o.dt || device != o.device || nsp != o.nsp || mb != o.mb || g != o.g ||
         ic != o.ic || oc != o.oc || src_layout != o.src_layout || wei_layout != o.wei_layout ||
         dst_layout != o.dst_layout || with_bias != o.with_bias || deterministic != o.deterministic ||
-        allow_tf32 != o.allow_tf32 || n_post_ops != o.n_post_ops)
+        allow_tf32 != o.allow_tf32 || packed_weights != o.packed_weights || n_post_ops != o.n_post_ops)
         return false;
     for (int i = 0; i < 3; ++i)
         if (in[i] != o.in[i] || out[i] != o.out[i] || k[i] != o.k[i] || stride[i] != o.stride[i] ||

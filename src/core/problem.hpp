@@ -40,6 +40,8 @@ struct ConvProblem {
     PostOpDesc post_ops[PostOps::max_ops];
     bool deterministic = false;
     bool allow_tf32 = true;
+    // Weights come prepacked by this backend (ConvArgs::packed) instead of as a tensor.
+    bool packed_weights = false;
 
     int64_t icg() const { return ic / g; }
     int64_t ocg() const { return oc / g; }
@@ -65,9 +67,12 @@ struct ConvProblemHash {
 //   fwd:   src, weights, bias in; dst out (also read by a `sum` post-op)
 //   bwd_d: dst = diff_dst in, weights in; src = diff_src out
 //   bwd_w: dst = diff_dst in, src in; weights = diff_weights out, bias = diff_bias out (optional)
+// With prepacked weights, `weights` has the weights' sizes and dtype but its data must not be
+// read: `packed` is the handle the same backend's prepack() returned.
 struct ConvArgs {
     TensorView src, weights, bias, dst;
     const PostOps* post_ops = nullptr;
+    const void* packed = nullptr;
 };
 
 }  // namespace convkit::core

@@ -1,5 +1,7 @@
 // The backend registry and the global switches. Backends are created on first use, in preference
 // order: the oneDNN CPU backend before the reference for host tensors, cuDNN for GPU tensors.
+#include <omp.h>
+
 #include <atomic>
 #include <mutex>
 
@@ -95,6 +97,14 @@ void set_deterministic(bool on) { g_deterministic = on; }
 bool deterministic() { return g_deterministic; }
 void set_allow_tf32(bool on) { g_allow_tf32 = on; }
 bool allow_tf32() { return g_allow_tf32; }
+
+void set_num_threads(int n) {
+    if (n < 1) throw Error(ErrorKind::invalid_argument, "set_num_threads: n must be >= 1, got " + std::to_string(n));
+    omp_set_num_threads(n);
+    for (core::Backend* b : core::backends()) b->set_num_threads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
 
 CacheStats cache_stats(Engine e) {
     core::Backend* b = core::find_backend(e);
