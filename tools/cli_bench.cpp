@@ -52,7 +52,10 @@ ConvParams params_of(const ConvDesc& d) {
     for (int i = 3 - d.ndims; i < 3; ++i) {
         p.stride.push_back(d.stride[i]);
         p.padding_l.push_back(d.pad_l[i]);
-        p.padding_r.push_back(d.pad_r[i]);
+        // benchdnn derives pad_r from the given output size, which for strided layers can be
+        // negative (down to 1 - stride: input rows the kernel never reaches). Those rows would be
+        // dropped by the floor in the output size anyway, so 0 gives the same output.
+        p.padding_r.push_back(std::max<int64_t>(0, d.pad_r[i]));
         p.dilation.push_back(d.dil[i] + 1);  // benchdnn's dilation is 0-based
     }
     return p;
@@ -259,6 +262,13 @@ int bench_command(const std::vector<std::string>& args) {
         if (o.mb < 0) throw Error(ErrorKind::invalid_argument, "--mb must be >= 0, got " + std::to_string(o.mb));
         Engine engine = engine_from_string(o.engine);
         if (engine == Engine::automatic) engine = best_engine(Device::cpu());
+        {
+            auto avail = available_engines();
+            if (std::find(avail.begin(), avail.end(), engine) == avail.end())
+                throw Error(ErrorKind::unsupported, std::string("--engine=") + to_string(engine) +
+                                                        " is not available here (" +
+                                                        (engine == Engine::cuda ? "no CUDA backend or no visible CUDA device" : "not compiled in") + ")");
+        }
         std::vector<Variant> dirs;
         std::vector<DType> dts;
         std::vector<std::string> tags;

@@ -2,6 +2,7 @@
 // validated, and the result computed, before anything is written; each output goes through a
 // temporary file and a rename, so a failed run leaves existing files as they were.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <iostream>
 #include <optional>
 
@@ -33,6 +34,13 @@ int run(const RunOptions& o) {
     const Engine engine = engine_from_string(o.engine);
     const Layout layout = o.tag == "nhwc" ? Layout::channels_last : Layout::channels_first;
     const Device dev = engine == Engine::cuda ? Device::cuda(0) : Device::cpu();
+    if (engine != Engine::automatic) {
+        auto avail = available_engines();
+        if (std::find(avail.begin(), avail.end(), engine) == avail.end())
+            throw Error(ErrorKind::unsupported, std::string("--engine=") + to_string(engine) +
+                                                    " is not available here (" +
+                                                    (engine == Engine::cuda ? "no CUDA backend or no visible CUDA device" : "not compiled in") + ")");
+    }
     ConvParams params;
     if (!o.stride.empty()) params.stride = parse_list(o.stride, "--stride");
     if (!o.pad_l.empty()) params.padding_l = parse_list(o.pad_l, "--pad-l");
@@ -70,16 +78,16 @@ int run(const RunOptions& o) {
         }
         Dims dst_sizes = output_shape(src.sizes(), wei.sizes(), params);
         result = Tensor(dt, dst_sizes, layout, dev);
-        if (post_ops.has_sum()) {
-            if (o.dst_init.empty())
-                throw Error(ErrorKind::invalid_argument, "--post-ops has sum: --dst-init=FILE.npy must give the prior dst contents");
+        // --dst-init gives dst's contents before the call: what a sum post-op adds to, and
+        // otherwise a fill that every output element must overwrite.
+        if (post_ops.has_sum() && o.dst_init.empty())
+            throw Error(ErrorKind::invalid_argument, "--post-ops has sum: --dst-init=FILE.npy must give the prior dst contents");
+        if (!o.dst_init.empty()) {
             Tensor init = load(o.dst_init, "--dst-init", dt, layout, dev);
             if (init.sizes() != dst_sizes)
                 throw Error(ErrorKind::invalid_argument, "--dst-init '" + o.dst_init + "' has shape " + init.sizes().str() +
                                                              " but dst is " + dst_sizes.str());
             copy(result.view(), init.view());
-        } else if (!o.dst_init.empty()) {
-            throw Error(ErrorKind::invalid_argument, "--dst-init is only used by a sum post-op, and --post-ops has none");
         }
         convolution_forward(result, src, wei, bia.view(), params, post_ops, Stream(), {}, opt).wait();
     } else if (o.dir == "bwd_d") {

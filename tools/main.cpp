@@ -22,6 +22,6 @@ int main(int argc, char** argv) {
         std::cout << usage;
         return 0;
     }
-    std::cerr << "convkit: unknown command '" << cmd << "'\n" << usage;
+    std::cerr << "convkit: unknown command '" << cmd << "' (expected run or bench; see convkit --help)\n";
     return 2;
 }

@@ -146,21 +146,24 @@ template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
             for (int64_t od = 0; od < g.out[0]; ++od)
                 for (int64_t oh = 0; oh < g.out[1]; ++oh)
                     for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+                        // Channels innermost: contiguous for channels-last tensors, and the
+                        // bounds checks run once per kernel tap instead of once per channel.
                         A acc = 0;
-                        for (int64_t icg = 0; icg < ICG; ++icg) {
-                            const int64_t ic = gi * ICG + icg;
-                            for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-                                const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
-                                if (id < 0 || id >= g.in[0]) continue;
-                                for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-                                    const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
-                                    if (ih < 0 || ih >= g.in[1]) continue;
-                                    for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                                        const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
-                                        if (iw < 0 || iw >= g.in[2]) continue;
-                                        acc += Tr::load(src.at(n, ic, id, ih, iw)) *
-                                               Tr::load(wei.at(oc, icg, kd, kh, kw));
-                                    }
+                        const T* wbase = &wei.at(oc, 0, 0, 0, 0);
+                        const T* sbase = &src.at(n, gi * ICG, 0, 0, 0);
+                        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+                            const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
+                            if (id < 0 || id >= g.in[0]) continue;
+                            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+                                const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
+                                if (ih < 0 || ih >= g.in[1]) continue;
+                                for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                                    const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
+                                    if (iw < 0 || iw >= g.in[2]) continue;
+                                    const T* sp = sbase + id * src.s[2] + ih * src.s[3] + iw * src.s[4];
+                                    const T* wp = wbase + kd * wei.s[2] + kh * wei.s[3] + kw * wei.s[4];
+                                    for (int64_t icg = 0; icg < ICG; ++icg)
+                                        acc += Tr::load(sp[icg * src.s[1]]) * Tr::load(wp[icg * wei.s[1]]);
                                 }
                             }
                         }
