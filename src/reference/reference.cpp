@@ -205,27 +205,30 @@ template <typename T> void backward_data(const ConvProblem& p, const ConvArgs& a
             for (int64_t id = 0; id < g.in[0]; ++id)
                 for (int64_t ih = 0; ih < g.in[1]; ++ih)
                     for (int64_t iw = 0; iw < g.in[2]; ++iw) {
+                        // Output channels innermost, as in forward: the tap arithmetic runs once
+                        // per kernel position.
                         A acc = 0;
-                        for (int64_t ocg = 0; ocg < OCG; ++ocg) {
-                            const int64_t oc = gi * OCG + ocg;
-                            for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-                                const int64_t nd = id + g.pl[0] - kd * g.dl[0];
-                                if (nd < 0 || nd % g.st[0]) continue;
-                                const int64_t od = nd / g.st[0];
-                                if (od >= g.out[0]) continue;
-                                for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-                                    const int64_t nh = ih + g.pl[1] - kh * g.dl[1];
-                                    if (nh < 0 || nh % g.st[1]) continue;
-                                    const int64_t oh = nh / g.st[1];
-                                    if (oh >= g.out[1]) continue;
-                                    for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                                        const int64_t nw = iw + g.pl[2] - kw * g.dl[2];
-                                        if (nw < 0 || nw % g.st[2]) continue;
-                                        const int64_t ow = nw / g.st[2];
-                                        if (ow >= g.out[2]) continue;
-                                        acc += Tr::load(ddst.at(n, oc, od, oh, ow)) *
-                                               Tr::load(wei.at(oc, icg, kd, kh, kw));
-                                    }
+                        const T* dbase = &ddst.at(n, gi * OCG, 0, 0, 0);
+                        const T* wbase = &wei.at(gi * OCG, icg, 0, 0, 0);
+                        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+                            const int64_t nd = id + g.pl[0] - kd * g.dl[0];
+                            if (nd < 0 || nd % g.st[0]) continue;
+                            const int64_t od = nd / g.st[0];
+                            if (od >= g.out[0]) continue;
+                            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+                                const int64_t nh = ih + g.pl[1] - kh * g.dl[1];
+                                if (nh < 0 || nh % g.st[1]) continue;
+                                const int64_t oh = nh / g.st[1];
+                                if (oh >= g.out[1]) continue;
+                                for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                                    const int64_t nw = iw + g.pl[2] - kw * g.dl[2];
+                                    if (nw < 0 || nw % g.st[2]) continue;
+                                    const int64_t ow = nw / g.st[2];
+                                    if (ow >= g.out[2]) continue;
+                                    const T* dp = dbase + od * ddst.s[2] + oh * ddst.s[3] + ow * ddst.s[4];
+                                    const T* wp = wbase + kd * wei.s[2] + kh * wei.s[3] + kw * wei.s[4];
+                                    for (int64_t ocg = 0; ocg < OCG; ++ocg)
+                                        acc += Tr::load(dp[ocg * ddst.s[1]]) * Tr::load(wp[ocg * wei.s[0]]);
                                 }
                             }
                         }
