@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "convkit/tensor.hpp"
 #include "core/backend.hpp"
@@ -243,32 +244,43 @@ template <typename T> void backward_weights(const ConvProblem& p, const ConvArgs
     const Geo g(p);
     const V5<T> src(a.src, p.nsp), dwei(a.weights, p.nsp), ddst(a.dst, p.nsp);
     const int64_t OCG = p.ocg(), ICG = p.icg();
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t oc = 0; oc < p.oc; ++oc)
-        for (int64_t icg = 0; icg < ICG; ++icg) {
-            const int64_t ic = (oc / OCG) * ICG + icg;
-            for (int64_t kd = 0; kd < g.k[0]; ++kd)
-                for (int64_t kh = 0; kh < g.k[1]; ++kh)
-                    for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                        A acc = 0;
-                        for (int64_t n = 0; n < p.mb; ++n)
-                            for (int64_t od = 0; od < g.out[0]; ++od) {
-                                const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
-                                if (id < 0 || id >= g.in[0]) continue;
-                                for (int64_t oh = 0; oh < g.out[1]; ++oh) {
-                                    const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
-                                    if (ih < 0 || ih >= g.in[1]) continue;
-                                    for (int64_t ow = 0; ow < g.out[2]; ++ow) {
-                                        const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
-                                        if (iw < 0 || iw >= g.in[2]) continue;
-                                        acc += Tr::load(ddst.at(n, oc, od, oh, ow)) *
-                                               Tr::load(src.at(n, ic, id, ih, iw));
-                                    }
+    const int64_t KS = g.k[0] * g.k[1] * g.k[2];
+    // One output channel per task; its ICG * KS gradients accumulate side by side while the
+    // output positions are walked once in a fixed order (n, od, oh, ow), so each sum has the same
+    // order on every run and the innermost loop runs over contiguous channels for channels-last.
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t oc = 0; oc < p.oc; ++oc) {
+        std::vector<A> acc(static_cast<std::size_t>(ICG * KS), A(0));
+        const int64_t ic0 = (oc / OCG) * ICG;
+        for (int64_t n = 0; n < p.mb; ++n)
+            for (int64_t od = 0; od < g.out[0]; ++od)
+                for (int64_t oh = 0; oh < g.out[1]; ++oh)
+                    for (int64_t ow = 0; ow < g.out[2]; ++ow) {
+                        const A dd = Tr::load(ddst.at(n, oc, od, oh, ow));
+                        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+                            const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
+                            if (id < 0 || id >= g.in[0]) continue;
+                            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+                                const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
+                                if (ih < 0 || ih >= g.in[1]) continue;
+                                for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                                    const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
+                                    if (iw < 0 || iw >= g.in[2]) continue;
+                                    const T* sp = &src.at(n, ic0, id, ih, iw);
+                                    A* ap = &acc[static_cast<std::size_t>((kd * g.k[1] + kh) * g.k[2] + kw)];
+                                    for (int64_t icg = 0; icg < ICG; ++icg)
+                                        ap[icg * KS] += dd * Tr::load(sp[icg * src.s[1]]);
                                 }
                             }
-                        dwei.at(oc, icg, kd, kh, kw) = Tr::store(acc);
+                        }
                     }
-        }
+        for (int64_t icg = 0; icg < ICG; ++icg)
+            for (int64_t kd = 0; kd < g.k[0]; ++kd)
+                for (int64_t kh = 0; kh < g.k[1]; ++kh)
+                    for (int64_t kw = 0; kw < g.k[2]; ++kw)
+                        dwei.at(oc, icg, kd, kh, kw) =
+                            Tr::store(acc[static_cast<std::size_t>(icg * KS + (kd * g.k[1] + kh) * g.k[2] + kw)]);
+    }
     if (a.bias.defined()) {
         T* db = static_cast<T*>(a.bias.data);
         const int64_t bst = a.bias.strides[0];
