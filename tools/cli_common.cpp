@@ -157,9 +157,10 @@ double tolerance(DType dt) {
     return 0;
 }
 
-CompareResult compare(const std::vector<double>& got, const std::vector<double>& want, DType dt, double scale) {
+CompareResult compare(const std::vector<double>& got, const std::vector<double>& want, DType dt, double scale,
+                      double tol) {
     CompareResult r;
-    const double tol = tolerance(dt);
+    if (tol <= 0) tol = tolerance(dt);
     if (got.size() != want.size()) {
         r.ok = false;
         r.detail = "size mismatch";

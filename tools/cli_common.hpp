@@ -36,7 +36,12 @@ struct CompareResult {
     std::string detail;
 };
 double tolerance(DType dt);
+// `tol` 0 = tolerance(dt).
 CompareResult compare(const std::vector<double>& got, const std::vector<double>& want, DType dt,
-                      double scale);
+                      double scale, double tol = 0);
+// f32 on a GPU with TF32 math: inputs rounded to a 10-bit mantissa (2^-11 relative each, 2^-10
+// per product), and the errors of the K products add up like a random walk against an output
+// scale of the same growth, so about 2^-10 of the scale; 4x that as the bound.
+constexpr double kTf32Tolerance = 4.0 / 1024;
 
 }  // namespace convkit::tools

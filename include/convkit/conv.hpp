@@ -96,6 +96,15 @@ Event convolution_forward(const TensorView& dst, const TensorView& src, const Pa
                           const std::vector<Event>& deps = {}, const ConvOptions& options = {});
 
 // Global switches.
+// GPU engine choice: with autotune on, the first call of a new problem times the candidate cuDNN
+// engines and keeps the fastest (as torch.backends.cudnn.benchmark; default from
+// CONVKIT_CUDA_AUTOTUNE=1). Tuned choices persist in the tune file (default from
+// CONVKIT_CUDA_TUNE_FILE; "" = none), keyed by cuDNN version, GPU and problem, so a new process
+// does not tune again. No effect in builds without the CUDA engine.
+void set_autotune(bool on);
+bool autotune();
+void set_tune_file(const std::string& path);
+
 // Threads used by CPU engines (OpenMP); the default honours OMP_NUM_THREADS.
 void set_num_threads(int n);
 int num_threads();

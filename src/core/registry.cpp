@@ -3,9 +3,13 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 
 #include "core/backend.hpp"
+#ifdef CONVKIT_WITH_CUDA
+#include "cuda/cuda_api.hpp"
+#endif
 
 namespace convkit {
 namespace core {
@@ -89,14 +93,45 @@ Engine best_engine(Device device) {
 }
 
 namespace {
-std::atomic<bool> g_deterministic{false};
-std::atomic<bool> g_allow_tf32{true};
+// CONVKIT_DETERMINISTIC / CONVKIT_ALLOW_TF32 = 0|1 seed the switches (handy for benchmarks that
+// compare against PyTorch settings without code changes).
+bool env_flag(const char* name, bool dflt) {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return dflt;
+    return std::string(v) != "0";
+}
+std::atomic<bool> g_deterministic{env_flag("CONVKIT_DETERMINISTIC", false)};
+std::atomic<bool> g_allow_tf32{env_flag("CONVKIT_ALLOW_TF32", true)};
 }  // namespace
 
 void set_deterministic(bool on) { g_deterministic = on; }
 bool deterministic() { return g_deterministic; }
 void set_allow_tf32(bool on) { g_allow_tf32 = on; }
 bool allow_tf32() { return g_allow_tf32; }
+
+void set_autotune(bool on) {
+#ifdef CONVKIT_WITH_CUDA
+    cuda::set_autotune(on);
+#else
+    (void)on;
+#endif
+}
+
+bool autotune() {
+#ifdef CONVKIT_WITH_CUDA
+    return cuda::autotune();
+#else
+    return false;
+#endif
+}
+
+void set_tune_file(const std::string& path) {
+#ifdef CONVKIT_WITH_CUDA
+    cuda::set_tune_file(path);
+#else
+    (void)path;
+#endif
+}
 
 void set_num_threads(int n) {
     if (n < 1) throw Error(ErrorKind::invalid_argument, "set_num_threads: n must be >= 1, got " + std::to_string(n));

@@ -1,5 +1,6 @@
 // Dtypes, Dims, TensorView/Tensor and the generic element copy (layout and dtype conversion).
 #include <cmath>
+#include <type_traits>
 #include <cstring>
 #include <sstream>
 
@@ -227,53 +228,86 @@ float f16_to_f32(uint16_t v) {
 
 namespace {
 
-double load(const void* base, DType dt, int64_t off) {
-    switch (dt) {
-        case DType::f32: return static_cast<const float*>(base)[off];
-        case DType::f64: return static_cast<const double*>(base)[off];
-        case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(base)[off]);
-        case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(base)[off]);
-    }
-    return 0;
+struct bf16_bits { uint16_t v; };
+struct f16_bits { uint16_t v; };
+
+template <typename T> struct Elem;
+template <> struct Elem<float> {
+    static float get(float x) { return x; }
+    static float put(float x) { return x; }
+};
+template <> struct Elem<double> {
+    static double get(double x) { return x; }
+    static double put(double x) { return x; }
+};
+template <> struct Elem<bf16_bits> {
+    static float get(bf16_bits x) { return bf16_to_f32(x.v); }
+    static bf16_bits put(float x) { return {f32_to_bf16(x)}; }
+};
+template <> struct Elem<f16_bits> {
+    static float get(f16_bits x) { return f16_to_f32(x.v); }
+    static f16_bits put(float x) { return {f32_to_f16(x)}; }
+};
+
+// Narrowing to bf16/f16 goes through f32 (f64 -> f16 may then round twice, which only matters
+// within 2^-29 of a tie; all narrowing in convkit starts from f32 anyway).
+template <typename D, typename S> D convert(S s) {
+    if constexpr (std::is_same_v<D, S>) return s;
+    else if constexpr (std::is_same_v<D, double>) return static_cast<double>(Elem<S>::get(s));
+    else return Elem<D>::put(static_cast<float>(Elem<S>::get(s)));
 }
 
-void store(void* base, DType dt, int64_t off, double v) {
-    switch (dt) {
-        case DType::f32: static_cast<float*>(base)[off] = static_cast<float>(v); break;
-        case DType::f64: static_cast<double*>(base)[off] = v; break;
-        case DType::f16: static_cast<uint16_t*>(base)[off] = f32_to_f16(static_cast<float>(v)); break;
-        case DType::bf16: static_cast<uint16_t*>(base)[off] = f32_to_bf16(static_cast<float>(v)); break;
-    }
-}
-
-// Host strided copy. f64 -> f16/bf16 goes through f32 (double rounding is possible but only
-// matters for values within 2^-29 of a tie; all narrowing in convkit starts from f32 anyway).
-void host_copy(const TensorView& dst, const TensorView& src) {
+// Walks all dimensions but the last with an index vector and runs the last one as a tight
+// strided loop, so the per-element cost is one conversion and two pointer steps.
+template <typename D, typename S> void copy_typed(const TensorView& dst, const TensorView& src) {
     const int r = dst.rank();
-    const int64_t n = dst.numel();
-    if (n == 0) return;
+    D* dp = static_cast<D*>(dst.data);
+    const S* sp = static_cast<const S*>(src.data);
+    if (dst.is_dense() && src.is_dense() && dst.layout() == src.layout()) {
+        const int64_t n = dst.numel();
+        for (int64_t i = 0; i < n; ++i) dp[i] = convert<D, S>(sp[i]);
+        return;
+    }
+    const int last = r - 1;
+    const int64_t inner = dst.sizes[last], ds = dst.strides[last], ss = src.strides[last];
+    int64_t outer = 1;
+    for (int d = 0; d < last; ++d) outer *= dst.sizes[d];
+#pragma omp parallel for schedule(static) if (outer * inner > (1 << 20))
+    for (int64_t o = 0; o < outer; ++o) {
+        int64_t rem = o, doff = 0, soff = 0;
+        for (int d = last - 1; d >= 0; --d) {
+            const int64_t i = rem % dst.sizes[d];
+            rem /= dst.sizes[d];
+            doff += i * dst.strides[d];
+            soff += i * src.strides[d];
+        }
+        D* dq = dp + doff;
+        const S* sq = sp + soff;
+        for (int64_t i = 0; i < inner; ++i) dq[i * ds] = convert<D, S>(sq[i * ss]);
+    }
+}
+
+template <typename D> void copy_to(const TensorView& dst, const TensorView& src) {
+    switch (src.dtype) {
+        case DType::f32: return copy_typed<D, float>(dst, src);
+        case DType::f64: return copy_typed<D, double>(dst, src);
+        case DType::bf16: return copy_typed<D, bf16_bits>(dst, src);
+        case DType::f16: return copy_typed<D, f16_bits>(dst, src);
+    }
+}
+
+void host_copy(const TensorView& dst, const TensorView& src) {
+    if (dst.numel() == 0) return;
+    if (dst.rank() == 0) return;
     if (dst.dtype == src.dtype && dst.strides == src.strides && dst.is_dense()) {
         std::memcpy(dst.data, src.data, dst.nbytes());
         return;
     }
-    int64_t idx[Dims::max_rank] = {0, 0, 0, 0, 0};
-    for (int64_t i = 0; i < n; ++i) {
-        int64_t so = 0, dof = 0;
-        for (int d = 0; d < r; ++d) {
-            so += idx[d] * src.strides[d];
-            dof += idx[d] * dst.strides[d];
-        }
-        if (dst.dtype == src.dtype) {
-            std::size_t es = dtype_size(dst.dtype);
-            std::memcpy(static_cast<char*>(dst.data) + dof * static_cast<int64_t>(es),
-                        static_cast<const char*>(src.data) + so * static_cast<int64_t>(es), es);
-        } else {
-            store(dst.data, dst.dtype, dof, load(src.data, src.dtype, so));
-        }
-        for (int d = r - 1; d >= 0; --d) {
-            if (++idx[d] < dst.sizes[d]) break;
-            idx[d] = 0;
-        }
+    switch (dst.dtype) {
+        case DType::f32: return copy_to<float>(dst, src);
+        case DType::f64: return copy_to<double>(dst, src);
+        case DType::bf16: return copy_to<bf16_bits>(dst, src);
+        case DType::f16: return copy_to<f16_bits>(dst, src);
     }
 }
 

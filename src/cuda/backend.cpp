@@ -1,0 +1,953 @@
+// The cuDNN backend: a ConvProblem becomes a cuDNN operation graph, heuristics (or autotuning, or
+// the tune file) pick an engine configuration, and the finalized plan is cached per device. A call
+// then only binds pointers (a cached variant pack when they repeat) and enqueues work on the
+// caller's stream; it never blocks the host.
+//
+// Plan shapes, chosen once per problem (and per pointer alignment):
+//   direct     forward problems of at most direct_max_macs() multiply-adds: convkit's own kernel
+//              with the epilogue fused, one launch (cuDNN's host cost per call is the larger part).
+//   fused      forward, NHWC, ungrouped, 16-byte aligned channels, f16/bf16/f32 (TF32 allowed),
+//              bias/binary add.../relu/clip/elu/swish/gelu/logistic/tanh: one runtime-fusion
+//              graph conv -> pointwise chain, no pass over dst of ours.
+//   conv       a single convolution node (pre-compiled engines), then at most one kernel of ours:
+//              the epilogue (bias + the whole post-op chain) or the bias-gradient reduction. With a
+//              `sum` post-op the convolution writes a temporary, as the epilogue reads the old dst.
+//   padded     as conv, for asymmetric padding that no engine accepts: the input (forward,
+//              backward-weights) is copied into a zero-padded temporary, or the backward-data result
+//              is computed padded and cropped.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+
+#include "core/backend.hpp"
+#include "core/lru_cache.hpp"
+#include "cuda/cuda_api.hpp"
+#include "cuda/cuda_util.hpp"
+#include "cuda/cudnn_graph.hpp"
+#include "cuda/kernels.hpp"
+#include "cuda/tune_file.hpp"
+
+namespace convkit::cuda {
+namespace {
+
+using core::ConvArgs;
+using core::ConvProblem;
+using core::Direction;
+
+// ---------------------------------------------------------------------------------------------
+// Settings.
+
+std::atomic<int> g_autotune{-1};  // -1: not yet read from the environment
+std::atomic<int64_t> g_direct_max_macs{-1};
+
+bool env_flag(const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v && std::strcmp(v, "0") != 0;
+}
+
+int64_t workspace_limit() {
+    static const int64_t limit = [] {
+        const char* v = std::getenv("CONVKIT_CUDA_WORKSPACE_LIMIT_MB");
+        long long mb = v ? std::atoll(v) : 0;
+        // Heuristics' favourite configs occasionally ask for gigabytes (pytorch#49207); 2 GiB keeps
+        // every ResNet-scale choice and rules out the pathological ones.
+        return (mb > 0 ? mb : 2048) * (int64_t(1) << 20);
+    }();
+    return limit;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-device state: properties, cuDNN handles. Leaked on purpose (see runtime.cpp).
+
+struct DeviceInfo {
+    std::string name;
+    int cc_major = 0, cc_minor = 0;
+};
+
+const DeviceInfo& device_info(int device) {
+    static std::mutex mu;
+    static auto* infos = new std::map<int, DeviceInfo>;
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = infos->find(device);
+    if (it != infos->end()) return it->second;
+    cudaDeviceProp prop;
+    check_cuda(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    DeviceInfo d;
+    d.name = prop.name;
+    d.cc_major = prop.major;
+    d.cc_minor = prop.minor;
+    return infos->emplace(device, d).first->second;
+}
+
+// cuDNN handles are not thread-safe; a pool per device lets threads run concurrently without one
+// handle per (device, thread) that would outlive its thread.
+class HandlePool {
+public:
+    cudnnHandle_t acquire(int device) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            auto& v = free_[device];
+            if (!v.empty()) {
+                cudnnHandle_t h = v.back();
+                v.pop_back();
+                return h;
+            }
+        }
+        cudnnHandle_t h;
+        check_cudnn(cudnnCreate(&h), "cudnnCreate");  // the caller has made `device` current
+        return h;
+    }
+    void release(int device, cudnnHandle_t h) {
+        std::lock_guard<std::mutex> lock(mu_);
+        free_[device].push_back(h);
+    }
+
+private:
+    std::mutex mu_;
+    std::map<int, std::vector<cudnnHandle_t>> free_;
+};
+
+HandlePool& handles() {
+    static auto* p = new HandlePool;
+    return *p;
+}
+
+class HandleLease {
+public:
+    explicit HandleLease(int device) : device_(device), h_(handles().acquire(device)) {}
+    ~HandleLease() { handles().release(device_, h_); }
+    cudnnHandle_t get() const { return h_; }
+    HandleLease(const HandleLease&) = delete;
+    HandleLease& operator=(const HandleLease&) = delete;
+
+private:
+    int device_;
+    cudnnHandle_t h_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Plans.
+
+// What the variant pack binds, slot by slot.
+enum Slot : int { kSrc, kWei, kDst, kBias, kPaddedSrc, kConvTemp, kOperand0 = 16 };
+
+struct Plan {
+    std::string error;  // non-empty: building failed; the error is re-thrown on every call
+    ErrorKind error_kind = ErrorKind::unsupported;
+
+    bool fused = false, padded = false, conv_to_temp = false, epilogue = false, bias_grad = false, direct = false;
+    bool autotuned = false, from_tune_file = false;
+    Graph graph;
+    Desc plan;
+    int64_t workspace = 0;
+    int64_t engine_index = -1;
+    std::string engine_name;
+    std::vector<int64_t> uids;
+    std::vector<int> slots;
+
+    // padded: the zero-padded activation (src, or diff_src for bwd_d), dense in the problem's layout.
+    int64_t pad_sizes[kMaxRank] = {1, 1, 1, 1, 1}, pad_strides[kMaxRank] = {0, 0, 0, 0, 0};
+    int64_t pad_offset = 0;  // elements from the padded origin to the interior
+    std::size_t pad_bytes = 0;
+    std::size_t temp_bytes = 0;  // conv_to_temp: dst-sized temporary
+
+    EpilogueArgs epi;  // pointers filled per call
+
+    std::mutex vp_mu;  // the variant pack cached for the last pointers
+    std::vector<void*> vp_ptrs;
+    Desc vp;
+};
+
+struct Entry {
+    std::mutex mu;
+    std::shared_ptr<Plan> plan[2];  // [16-byte aligned pointers, less aligned]
+};
+
+using PlanCache = core::LruCache<ConvProblem, Entry, core::ConvProblemHash>;
+
+struct Counters {
+    std::atomic<uint64_t> fused{0}, unfused{0}, direct{0}, padded{0}, tuned{0}, loaded{0};
+};
+Counters& counters() {
+    static auto* c = new Counters;
+    return *c;
+}
+
+thread_local std::shared_ptr<Plan> t_last_plan;
+
+// Logical (N, C, d, h, w) dims with the spatial ones cuDNN sees: 1D gets a unit H in front.
+std::vector<int64_t> cudnn_dims(int64_t a, int64_t b, const int64_t* sp, int nsp) {
+    std::vector<int64_t> d{a, b};
+    if (nsp == 1) d.push_back(1);
+    for (int i = 0; i < nsp; ++i) d.push_back(sp[i]);
+    return d;
+}
+
+// Dense strides of `dims` in channels-first or channels-last order (size-1 dims get the stride
+// they would have in that layout: cuDNN tells layouts apart by strides).
+std::vector<int64_t> dense(const std::vector<int64_t>& dims, bool channels_last) {
+    const std::size_t r = dims.size();
+    std::vector<int64_t> st(r, 1);
+    int64_t s = 1;
+    if (!channels_last) {
+        for (std::size_t i = r; i-- > 0;) {
+            st[i] = s;
+            s *= std::max<int64_t>(dims[i], 1);
+        }
+        return st;
+    }
+    st[1] = 1;
+    s = std::max<int64_t>(dims[1], 1);
+    for (std::size_t i = r; i-- > 2;) {
+        st[i] = s;
+        s *= std::max<int64_t>(dims[i], 1);
+    }
+    st[0] = s;
+    return st;
+}
+
+TensorSpec spec(int64_t uid, DType dt, std::vector<int64_t> dims, Layout layout) {
+    TensorSpec t;
+    t.uid = uid;
+    t.dtype = to_cudnn(dt);
+    t.strides = dense(dims, layout == Layout::channels_last);
+    t.dims = std::move(dims);
+    return t;
+}
+
+bool asymmetric(const ConvProblem& p) {
+    for (int i = 0; i < p.nsp; ++i)
+        if (p.pad_l[i] != p.pad_r[i]) return true;
+    return false;
+}
+
+// A tensor whose channels or spatial extent is 1 is dense in both layouts, and convkit calls it
+// channels-first; cuDNN reads layouts from strides, and its NHWC engines (runtime fusion above all)
+// want every tensor of the graph in NHWC. So such tensors follow the problem's real layout.
+Layout primary_layout(const ConvProblem& p) {
+    auto ambiguous = [&](int64_t c, const int64_t* sp) {
+        int64_t s = 1;
+        for (int i = 0; i < p.nsp; ++i) s *= sp[i];
+        return c == 1 || s == 1;
+    };
+    if (!ambiguous(p.ic, p.in)) return p.src_layout;
+    if (!ambiguous(p.oc, p.out)) return p.dst_layout;
+    if (!ambiguous(p.icg(), p.k)) return p.wei_layout;
+    return p.src_layout;
+}
+
+Layout effective(Layout l, int64_t c, const int64_t* sp, int nsp, Layout primary) {
+    int64_t s = 1;
+    for (int i = 0; i < nsp; ++i) s *= sp[i];
+    return (c == 1 || s == 1) ? primary : l;
+}
+
+// The convolution-only graph; `padded` describes the activation with its padding made explicit.
+GraphSpec conv_spec(const ConvProblem& p, bool padded, int64_t alignment) {
+    GraphSpec g;
+    g.dir = p.dir;
+    g.compute = p.dt == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+    g.double_scalars = p.dt == DType::f64;
+    g.alignment = alignment;
+    int64_t in[3];
+    for (int i = 0; i < p.nsp; ++i) in[i] = padded ? p.in[i] + p.pad_l[i] + p.pad_r[i] : p.in[i];
+    const Layout prim = primary_layout(p);
+    g.x = spec(1, p.dt, cudnn_dims(p.mb, p.ic, in, p.nsp), effective(p.src_layout, p.ic, p.in, p.nsp, prim));
+    g.w = spec(2, p.dt, cudnn_dims(p.oc, p.icg(), p.k, p.nsp), effective(p.wei_layout, p.icg(), p.k, p.nsp, prim));
+    g.y = spec(3, p.dt, cudnn_dims(p.mb, p.oc, p.out, p.nsp), effective(p.dst_layout, p.oc, p.out, p.nsp, prim));
+    if (p.nsp == 1) {
+        g.pre_pad.push_back(0);
+        g.post_pad.push_back(0);
+        g.stride.push_back(1);
+        g.dilation.push_back(1);
+    }
+    for (int i = 0; i < p.nsp; ++i) {
+        g.pre_pad.push_back(padded ? 0 : p.pad_l[i]);
+        g.post_pad.push_back(padded ? 0 : p.pad_r[i]);
+        g.stride.push_back(p.stride[i]);
+        g.dilation.push_back(p.dil[i]);
+    }
+    return g;
+}
+
+// Can the forward problem's bias and post-ops go into a runtime-fusion graph? Fills the chain.
+bool fused_spec(const ConvProblem& p, GraphSpec* g, std::vector<int>* slots) {
+    if (p.dir != Direction::fwd || (!p.with_bias && p.n_post_ops == 0)) return false;
+    if (p.dt == DType::f64) return false;
+    if (p.dt == DType::f32 && !p.allow_tf32) return false;  // runtime fusion engines are tensor-core only
+    if (p.g != 1) return false;
+    // All three NHWC as described to cuDNN (see effective()): the channel stride is 1.
+    const bool nhwc = g->x.strides[1] == 1 && g->w.strides[1] == 1 && g->y.strides[1] == 1;
+    if (!nhwc) return false;
+    const int64_t vec = 16 / static_cast<int64_t>(dtype_size(p.dt));  // 128-bit channel vectors
+    if (p.ic % vec || p.oc % vec) return false;
+    std::vector<int64_t> ddims = g->y.dims;
+    std::vector<int64_t> chan(ddims.size(), 1);
+    chan[1] = p.oc;
+    *slots = {kSrc, kWei, kDst};
+    if (p.with_bias) {
+        PointwiseSpec b;
+        b.mode = CUDNN_POINTWISE_ADD;
+        b.binary = true;
+        b.operand = spec(4, p.dt, chan, Layout::channels_last);
+        g->epilogue.push_back(b);
+        slots->push_back(kBias);
+    }
+    for (int i = 0; i < p.n_post_ops; ++i) {
+        const core::PostOpDesc& d = p.post_ops[i];
+        PointwiseSpec s;
+        if (d.kind == PostOp::Kind::sum) return false;
+        if (d.kind == PostOp::Kind::binary) {
+            switch (static_cast<BinaryAlg>(d.alg)) {
+                case BinaryAlg::add: s.mode = CUDNN_POINTWISE_ADD; break;
+                case BinaryAlg::mul: s.mode = CUDNN_POINTWISE_MUL; break;
+                case BinaryAlg::sub: s.mode = CUDNN_POINTWISE_SUB; break;
+                case BinaryAlg::div: s.mode = CUDNN_POINTWISE_DIV; break;
+                case BinaryAlg::max: s.mode = CUDNN_POINTWISE_MAX; break;
+                case BinaryAlg::min: s.mode = CUDNN_POINTWISE_MIN; break;
+            }
+            std::vector<int64_t> od = d.operand_sizes.vec();
+            if (p.nsp == 1) od.insert(od.begin() + 2, 1);
+            const bool full = od == ddims, per_channel = od == chan;
+            // The graph describes the operand as dense channels-last (a per-channel operand as K
+            // contiguous values), so any other memory order goes to our epilogue instead.
+            if (d.operand_layout == Layout::strided) return false;
+            if (!(per_channel || (full && d.operand_layout == Layout::channels_last))) return false;
+            s.binary = true;
+            s.operand = spec(10 + i, p.dt, od, Layout::channels_last);
+            slots->push_back(kOperand0 + i);
+        } else {
+            switch (static_cast<EltwiseAlg>(d.alg)) {
+                case EltwiseAlg::relu:
+                    s.mode = CUDNN_POINTWISE_RELU_FWD;
+                    s.relu_slope = d.alpha;
+                    break;
+                case EltwiseAlg::clip:
+                    s.mode = CUDNN_POINTWISE_RELU_FWD;
+                    s.relu_lower = d.alpha;
+                    s.relu_upper = d.beta;
+                    s.has_upper = true;
+                    break;
+                case EltwiseAlg::elu:
+                    s.mode = CUDNN_POINTWISE_ELU_FWD;
+                    s.elu_alpha = d.alpha;
+                    break;
+                case EltwiseAlg::swish:
+                    s.mode = CUDNN_POINTWISE_SWISH_FWD;
+                    s.swish_beta = d.alpha;
+                    break;
+                case EltwiseAlg::gelu_erf: s.mode = CUDNN_POINTWISE_GELU_FWD; break;
+                case EltwiseAlg::gelu_tanh: s.mode = CUDNN_POINTWISE_GELU_APPROX_TANH_FWD; break;
+                case EltwiseAlg::logistic: s.mode = CUDNN_POINTWISE_SIGMOID_FWD; break;
+                case EltwiseAlg::tanh: s.mode = CUDNN_POINTWISE_TANH_FWD; break;
+                default: return false;  // linear, hardswish, mish, abs, ...: our epilogue
+            }
+        }
+        g->epilogue.push_back(s);
+    }
+    return true;
+}
+
+std::string tune_key(const ConvProblem& p, const char* variant, int64_t alignment) {
+    const DeviceInfo& d = device_info(p.device.index);
+    char hash[32];
+    std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(p.hash()));
+    return "cudnn=" + std::to_string(cudnnGetVersion()) + "|gpu=" + d.name + "|cc=" + std::to_string(d.cc_major) + "." +
+           std::to_string(d.cc_minor) + "|" + variant + "|align=" + std::to_string(alignment) + "|" + p.str() + "|" + hash;
+}
+
+// Bytes spanned by a graph tensor (for autotuning's scratch buffers).
+std::size_t span_bytes(const TensorSpec& t, DType dt) {
+    int64_t last = 0;
+    for (std::size_t i = 0; i < t.dims.size(); ++i) last += (t.dims[i] - 1) * t.strides[i];
+    return static_cast<std::size_t>(last + 1) * dtype_size(dt);
+}
+
+struct Choice {
+    Desc plan;
+    int64_t engine_index = -1;
+    std::string name;
+    bool tuned = false, loaded = false;
+};
+
+// Times each plan on scratch tensors (a private stream, events) and returns the fastest's index.
+int time_plans(const std::vector<Desc>& plans, const GraphSpec& g, DType dt, cudnnHandle_t h) {
+    std::vector<const TensorSpec*> tensors{&g.x, &g.w, &g.y};
+    for (const auto& e : g.epilogue)
+        if (e.binary) tensors.push_back(&e.operand);
+    int64_t ws_max = 0;
+    for (const auto& pl : plans) ws_max = std::max(ws_max, plan_workspace(pl));
+    std::vector<void*> bufs;
+    struct Free {
+        std::vector<void*>* b;
+        cudnnHandle_t h;
+        cudaStream_t s = nullptr;
+        cudaEvent_t e0 = nullptr, e1 = nullptr;
+        ~Free() {
+            // The handle goes back to the pool: leave it on the legacy stream, not a destroyed one.
+            cudnnSetStream(h, nullptr);
+            if (s) cudaStreamSynchronize(s);
+            for (void* p : *b) cudaFree(p);
+            if (e0) cudaEventDestroy(e0);
+            if (e1) cudaEventDestroy(e1);
+            if (s) cudaStreamDestroy(s);
+            (void)cudaGetLastError();
+        }
+    } guard{&bufs, h};
+    for (const TensorSpec* t : tensors) {
+        void* p = nullptr;
+        std::size_t n = span_bytes(*t, dt);
+        check_cuda(cudaMalloc(&p, n), "cudaMalloc (autotune scratch)");
+        bufs.push_back(p);
+        // Small normal values in every dtype (0x3c bytes): no NaN/denormal timing artefacts.
+        check_cuda(cudaMemset(p, 0x3c, n), "cudaMemset");
+    }
+    void* ws = nullptr;
+    if (ws_max > 0) {
+        check_cuda(cudaMalloc(&ws, static_cast<std::size_t>(ws_max)), "cudaMalloc (autotune workspace)");
+        bufs.push_back(ws);
+    }
+    check_cuda(cudaStreamCreateWithFlags(&guard.s, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_cuda(cudaEventCreate(&guard.e0), "cudaEventCreate");
+    check_cuda(cudaEventCreate(&guard.e1), "cudaEventCreate");
+    check_cudnn(cudnnSetStream(h, guard.s), "cudnnSetStream");
+    std::vector<int64_t> uids = graph_uids(g);
+    std::vector<void*> ptrs(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(tensors.size()));
+    Desc vp = make_variant_pack(uids, ptrs, ws);
+    int best = -1;
+    float best_ms = 0;
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+        if (cudnnBackendExecute(h, plans[i].get(), vp.get()) != CUDNN_STATUS_SUCCESS) continue;  // warm-up
+        const int reps = 3;
+        cudaEventRecord(guard.e0, guard.s);
+        bool ok = true;
+        for (int r = 0; r < reps && ok; ++r) ok = cudnnBackendExecute(h, plans[i].get(), vp.get()) == CUDNN_STATUS_SUCCESS;
+        cudaEventRecord(guard.e1, guard.s);
+        if (cudaEventSynchronize(guard.e1) != cudaSuccess || !ok) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        float ms = 0;
+        cudaEventElapsedTime(&ms, guard.e0, guard.e1);
+        if (best < 0 || ms < best_ms) {
+            best = static_cast<int>(i);
+            best_ms = ms;
+        }
+    }
+    return best;
+}
+
+// Picks an execution plan for graph `g`: the tune file's entry, else heuristics (mode A, then
+// FALLBACK) filtered by the problem's numerics, optionally autotuned. Empty plan: nothing works.
+Choice choose(const ConvProblem& p, const GraphSpec& g, const Desc& graph, const char* variant, cudnnHandle_t h,
+              std::string* why) {
+    Choice c;
+    const std::string key = tune_key(p, variant, g.alignment);
+    TunedChoice tc;
+    if (tune_lookup(key, &tc)) {
+        std::string w;
+        if (!tc.json.empty()) c.plan = make_plan_from_json(h, tc.json, &w);
+        if (!c.plan && tc.engine_index >= 0) c.plan = make_plan_from_engine(h, graph, tc.engine_index, tc.knobs, &w);
+        if (c.plan) {
+            c.engine_index = tc.engine_index;
+            c.name = "eng" + std::to_string(tc.engine_index) + " (tune file)";
+            c.loaded = true;
+            return c;
+        }
+    }
+    const bool tune = autotune();
+    // Heuristics' best guesses first; autotuning then also times FALLBACK's picks and every other
+    // engine with default knobs (PyTorch's cudnn.benchmark times all legacy algorithms likewise).
+    std::vector<Candidate> cands;
+    {
+        std::vector<Candidate> a = heuristics(graph, CUDNN_HEUR_MODE_A);
+        std::vector<Candidate> rest;
+        if (tune) {
+            // Mode B ranks differently (and costs more CPU): its top picks, with their knobs, are
+            // where A misses for strict f32 strided backward-data, e.g. (measured: ResNet-50's
+            // res5 3x3/2 dgrad, 1.2 ms on A's best non-tensor-core engine vs 0.3 ms in PyTorch).
+            std::vector<Candidate> bm = heuristics(graph, CUDNN_HEUR_MODE_B);
+            for (std::size_t i = 0; i < bm.size() && i < 8; ++i) rest.push_back(std::move(bm[i]));
+        }
+        for (auto& f : heuristics(graph, CUDNN_HEUR_MODE_FALLBACK)) rest.push_back(std::move(f));
+        if (tune)
+            for (auto& e : all_engines(graph)) rest.push_back(std::move(e));
+        const std::size_t head = tune ? std::min<std::size_t>(a.size(), 6) : a.size();
+        for (std::size_t i = 0; i < head; ++i) cands.push_back(std::move(a[i]));
+        for (auto& r : rest) cands.push_back(std::move(r));
+        for (std::size_t i = head; i < a.size(); ++i) cands.push_back(std::move(a[i]));
+        std::vector<Candidate> uniq;
+        for (auto& c : cands) {
+            bool dup = false;
+            for (const auto& u : uniq) dup = dup || (u.engine_index == c.engine_index && u.knobs == c.knobs);
+            if (!dup) uniq.push_back(std::move(c));
+        }
+        cands = std::move(uniq);
+    }
+    const bool strict_f32 = p.dt == DType::f32 && !p.allow_tf32;
+    std::vector<Desc> plans;
+    std::vector<const Candidate*> plan_cands;
+    std::string last_why = cands.empty() ? "heuristics offered no engine configuration" : "";
+    int nvrtc = 0;
+    for (const auto& cand : cands) {
+        if (p.deterministic && cand.nondeterministic) continue;
+        // Autotuning: each runtime-compiled candidate costs an NVRTC compile (0.3-2 s), so only the
+        // first two of them are timed; pre-compiled ones cost well under a millisecond to build.
+        if (tune && cand.runtime_compiled && !plans.empty() && ++nvrtc > 2) continue;
+        // Strict f32: engines that round inputs to TF32 (tensor-core f32 paths) do not qualify.
+        if (strict_f32 && (cand.tensor_core || cand.down_convert)) continue;
+        if (cand.workspace > workspace_limit()) continue;
+        std::string w;
+        Desc plan = make_plan(h, cand, &w);
+        if (!plan) {
+            last_why = cand.name() + ": " + w;
+            continue;
+        }
+        plans.push_back(std::move(plan));
+        plan_cands.push_back(&cand);
+        if (!tune || plans.size() >= 24) break;
+    }
+    if (plans.empty()) {
+        *why = last_why.empty() ? "every engine configuration was filtered out (determinism, TF32 or workspace)" : last_why;
+        return c;
+    }
+    int pick = 0;
+    if (tune && plans.size() > 1) {
+        try {
+            pick = std::max(0, time_plans(plans, g, p.dt, h));
+        } catch (const Error&) {
+            pick = 0;  // no memory to time in: heuristics' order
+        }
+        c.tuned = true;
+    }
+    c.plan = std::move(plans[static_cast<std::size_t>(pick)]);
+    c.engine_index = plan_cands[static_cast<std::size_t>(pick)]->engine_index;
+    c.name = plan_cands[static_cast<std::size_t>(pick)]->name();
+    if (tune) {
+        TunedChoice out;
+        out.engine_index = c.engine_index;
+        out.knobs = plan_cands[static_cast<std::size_t>(pick)]->knobs;
+        out.json = plan_json(c.plan);
+        tune_store(key, out);
+    }
+    return c;
+}
+
+void fill_epilogue_template(const ConvProblem& p, EpilogueArgs* e) {
+    e->dt = p.dt;
+    e->rank = p.rank();
+    e->channels_last = p.dst_layout == Layout::channels_last;
+    Dims dd = p.dst_dims();
+    for (int i = 0; i < kMaxRank; ++i) e->sizes[i] = i < dd.rank() ? dd[i] : 1;
+    e->n_ops = p.n_post_ops;
+    int nb = 0;
+    for (int i = 0; i < p.n_post_ops; ++i) {
+        const core::PostOpDesc& d = p.post_ops[i];
+        EpilogueOp& op = e->ops[i];
+        op.kind = static_cast<int>(d.kind);
+        op.alg = d.alg;
+        op.alpha = d.alpha;
+        op.beta = d.beta;
+        op.scale = d.scale;
+        op.operand = d.kind == PostOp::Kind::binary ? nb++ : -1;
+    }
+    e->n_operands = nb;
+}
+
+double macs(const ConvProblem& p) {
+    double m = static_cast<double>(p.mb) * static_cast<double>(p.oc) * static_cast<double>(p.icg());
+    for (int i = 0; i < p.nsp; ++i) m *= static_cast<double>(p.out[i]) * static_cast<double>(p.k[i]);
+    return m;
+}
+
+std::shared_ptr<Plan> build_plan(const ConvProblem& p, bool aligned, cudnnHandle_t h) {
+    auto plan = std::make_shared<Plan>();
+    if (p.dir == Direction::fwd && macs(p) <= static_cast<double>(direct_max_macs())) {
+        plan->direct = true;
+        plan->engine_name = "convkit direct";
+        fill_epilogue_template(p, &plan->epi);
+        counters().direct++;
+        return plan;
+    }
+    const int64_t alignment = aligned ? 16 : static_cast<int64_t>(dtype_size(p.dt));
+    std::string why;
+    // 1. Runtime fusion.
+    {
+        GraphSpec g = conv_spec(p, false, alignment);
+        std::vector<int> slots;
+        if (fused_spec(p, &g, &slots)) {
+            try {
+                Graph graph = build_graph(h, g);
+                Choice c = choose(p, g, graph.graph, "fused", h, &why);
+                if (c.plan) {
+                    plan->fused = true;
+                    plan->graph = std::move(graph);
+                    plan->plan = std::move(c.plan);
+                    plan->engine_index = c.engine_index;
+                    plan->engine_name = c.name;
+                    plan->autotuned = c.tuned;
+                    plan->from_tune_file = c.loaded;
+                    plan->uids = graph_uids(g);
+                    plan->slots = slots;
+                }
+            } catch (const Error& e) {
+                if (e.kind() == ErrorKind::out_of_memory) throw;
+                why = e.what();  // the graph itself was refused: fall through to the plain path
+            }
+        }
+    }
+    // 2. A convolution node alone, with native padding, then explicit padding if that fails.
+    if (!plan->fused) {
+        for (int attempt = 0; attempt < 2 && !plan->plan; ++attempt) {
+            const bool padded = attempt == 1;
+            if (padded && !asymmetric(p)) break;
+            GraphSpec g = conv_spec(p, padded, alignment);
+            try {
+                Graph graph = build_graph(h, g);
+                Choice c = choose(p, g, graph.graph, padded ? "padded" : "conv", h, &why);
+                if (!c.plan) continue;
+                plan->padded = padded;
+                plan->graph = std::move(graph);
+                plan->plan = std::move(c.plan);
+                plan->engine_index = c.engine_index;
+                plan->engine_name = c.name;
+                plan->autotuned = c.tuned;
+                plan->from_tune_file = c.loaded;
+                plan->uids = graph_uids(g);
+                // x is src (fwd, bwd_w) or diff_src (bwd_d): the padded temporary either way.
+                plan->slots = {padded ? kPaddedSrc : kSrc, kWei, kDst};
+                if (padded) {
+                    const TensorSpec& x = g.x;  // N, C, [1,] spatial...
+                    // Back to convkit's rank: drop the unit H inserted for 1D.
+                    std::vector<int64_t> dims = x.dims, st = x.strides;
+                    if (p.nsp == 1) {
+                        dims.erase(dims.begin() + 2);
+                        st.erase(st.begin() + 2);
+                    }
+                    // 5-D view for the window copy: missing trailing dims of size 1.
+                    for (std::size_t i = 0; i < static_cast<std::size_t>(kMaxRank); ++i) {
+                        plan->pad_sizes[i] = i < dims.size() ? dims[i] : 1;
+                        plan->pad_strides[i] = i < st.size() ? st[i] : 0;
+                    }
+                    int64_t off = 0, n = 1;
+                    for (int i = 0; i < p.nsp; ++i) off += p.pad_l[i] * st[static_cast<std::size_t>(2 + i)];
+                    for (int64_t d : dims) n *= d;
+                    plan->pad_offset = off;
+                    plan->pad_bytes = static_cast<std::size_t>(n) * dtype_size(p.dt);
+                }
+            } catch (const Error& e) {
+                if (e.kind() == ErrorKind::out_of_memory) throw;
+                why = e.what();
+            }
+        }
+    }
+    if (!plan->plan) {
+        plan->error = "no cuDNN engine runs " + p.str() + (why.empty() ? "" : ": " + why);
+        return plan;
+    }
+    plan->workspace = plan_workspace(plan->plan);
+    if (!plan->fused && p.dir == Direction::fwd && (p.with_bias || p.n_post_ops > 0)) {
+        plan->epilogue = true;
+        plan->conv_to_temp = p.has_sum();
+        if (plan->conv_to_temp) {
+            plan->slots[2] = kConvTemp;
+            plan->temp_bytes = static_cast<std::size_t>(p.mb) * static_cast<std::size_t>(p.oc) * dtype_size(p.dt);
+            for (int i = 0; i < p.nsp; ++i) plan->temp_bytes *= static_cast<std::size_t>(p.out[i]);
+        }
+        fill_epilogue_template(p, &plan->epi);
+    }
+    plan->bias_grad = p.dir == Direction::bwd_w && p.with_bias;
+    auto& cnt = counters();
+    (plan->fused ? cnt.fused : cnt.unfused)++;
+    if (plan->padded) cnt.padded++;
+    if (plan->autotuned) cnt.tuned++;
+    if (plan->from_tune_file) cnt.loaded++;
+    return plan;
+}
+
+// A user allocator may signal failure with std::bad_alloc rather than convkit::Error.
+core::Buffer make_buffer(Device dev, std::size_t bytes, cudaStream_t s, const char* what) {
+    try {
+        return core::Buffer(dev, bytes, s);
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorKind::out_of_memory, std::string("cuda: allocating the ") + what + " (" + std::to_string(bytes) +
+                                                  " bytes on " + dev.str() + ") failed: the allocator threw std::bad_alloc");
+    }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Strides of a binary operand as the epilogue reads it: 0 on broadcast dimensions.
+void operand_strides(const TensorView& t, int64_t* out) {
+    for (int d = 0; d < kMaxRank; ++d) out[d] = 0;
+    for (int d = 0; d < t.rank(); ++d) out[d] = t.sizes[d] == 1 ? 0 : t.strides[d];
+}
+
+void to5(const TensorView& t, int64_t* sizes, int64_t* strides) {
+    for (int d = 0; d < kMaxRank; ++d) {
+        sizes[d] = d < t.rank() ? t.sizes[d] : 1;
+        strides[d] = d < t.rank() ? t.strides[d] : 0;
+    }
+}
+
+EpilogueArgs epilogue_args(const Plan& plan, const ConvArgs& a) {
+    EpilogueArgs e = plan.epi;
+    e.in = a.dst.data;
+    e.prior = a.dst.data;
+    e.out = a.dst.data;
+    e.bias = a.bias.defined() ? a.bias.data : nullptr;
+    e.bias_stride = a.bias.defined() ? a.bias.strides[0] : 0;
+    int k = 0;
+    if (a.post_ops)
+        for (const PostOp& op : *a.post_ops)
+            if (op.kind == PostOp::Kind::binary) {
+                e.operands[k] = op.operand.data;
+                operand_strides(op.operand, e.operand_strides[k]);
+                ++k;
+            }
+    return e;
+}
+
+void run_direct(const ConvProblem& p, const ConvArgs& a, const Plan& plan, cudaStream_t s) {
+    DirectConvArgs d;
+    d.src = a.src.data;
+    d.wei = a.weights.data;
+    d.icg = p.icg();
+    d.ocg = p.ocg();
+    for (int i = 0; i < p.nsp; ++i) {
+        const int j = 3 - p.nsp + i;
+        d.in[j] = p.in[i];
+        d.k[j] = p.k[i];
+        d.stride[j] = p.stride[i];
+        d.pad[j] = p.pad_l[i];
+        d.dil[j] = p.dil[i];
+        d.src_st[2 + j] = a.src.strides[2 + i];
+        d.wei_st[2 + j] = a.weights.strides[2 + i];
+    }
+    d.src_st[0] = a.src.strides[0];
+    d.src_st[1] = a.src.strides[1];
+    d.wei_st[0] = a.weights.strides[0];
+    d.wei_st[1] = a.weights.strides[1];
+    launch_direct_conv(d, epilogue_args(plan, a), s);
+}
+
+class CudaBackend final : public core::Backend {
+public:
+    Engine engine() const override { return Engine::cuda; }
+    DeviceType device_type() const override { return DeviceType::cuda; }
+
+    std::string check(const ConvProblem& p) const override {
+        const int n = visible_devices();
+        if (n == 0) return "no CUDA device is visible";
+        if (p.device.index < 0 || p.device.index >= n)
+            return "device " + p.device.str() + " does not exist (" + std::to_string(n) + " visible)";
+        if (p.packed_weights) return "the cuda engine does not prepack weights";
+        // cuDNN indexes tensors with 32-bit integers (pytorch#22496).
+        const double limit = 2147483647.0;
+        auto numel = [](const Dims& d) {
+            double v = 1;
+            for (int64_t s : d) v *= static_cast<double>(s);
+            return v;
+        };
+        if (numel(p.src_dims()) > limit || numel(p.dst_dims()) > limit || numel(p.wei_dims()) > limit)
+            return "a tensor has 2^31 or more elements (cuDNN's limit; split the batch)";
+        return "";
+    }
+
+    Event execute(const ConvProblem& p, const ConvArgs& a, const Stream& stream,
+                  const std::vector<Event>& deps) override {
+        const int dev = p.device.index;
+        DeviceGuard guard(dev);
+        auto s = static_cast<cudaStream_t>(stream.native_handle());
+        for (const auto& e : deps) stream.wait(e);
+
+        bool aligned = aligned16(a.src.data) && aligned16(a.weights.data) && aligned16(a.dst.data) &&
+                       (!a.bias.defined() || aligned16(a.bias.data));
+        if (a.post_ops)
+            for (const PostOp& op : *a.post_ops)
+                if (op.kind == PostOp::Kind::binary) aligned = aligned && aligned16(op.operand.data);
+
+        std::shared_ptr<Entry> entry = cache(dev).get_or_create(p, [] { return std::make_shared<Entry>(); });
+        std::shared_ptr<Plan> plan;
+        {
+            std::lock_guard<std::mutex> lock(entry->mu);
+            auto& slot = entry->plan[aligned ? 0 : 1];
+            if (!slot) {
+                HandleLease hb(dev);
+                slot = build_plan(p, aligned, hb.get());
+            }
+            plan = slot;
+        }
+        t_last_plan = plan;
+        if (!plan->error.empty()) throw Error(plan->error_kind, "cuda: " + plan->error);
+        if (plan->direct) {
+            run_direct(p, a, *plan, s);
+            return stream.record();
+        }
+
+        HandleLease h(dev);
+        check_cudnn(cudnnSetStream(h.get(), s), "cudnnSetStream");
+        core::Buffer ws, padded, temp;
+        if (plan->workspace > 0) ws = make_buffer(p.device, static_cast<std::size_t>(plan->workspace), s, "cuDNN workspace");
+        if (plan->padded) padded = make_buffer(p.device, plan->pad_bytes, s, "padded input");
+        if (plan->conv_to_temp) temp = make_buffer(p.device, plan->temp_bytes, s, "convolution result temporary");
+        const std::size_t es = dtype_size(p.dt);
+        // The activation the padding applies to: src (fwd, bwd_w) or diff_src (bwd_d, an output).
+        const TensorView& act = a.src;
+        int64_t act_sizes[kMaxRank], act_strides[kMaxRank];
+        to5(act, act_sizes, act_strides);
+        void* interior = padded.data() ? static_cast<char*>(padded.data()) + plan->pad_offset * static_cast<int64_t>(es) : nullptr;
+        if (plan->padded && p.dir != Direction::bwd_d) {
+            check_cuda(cudaMemsetAsync(padded.data(), 0, plan->pad_bytes, s), "cudaMemsetAsync");
+            launch_copy_window(interior, plan->pad_strides, act.data, act_strides, act_sizes, static_cast<int>(es), s);
+        }
+
+        std::vector<void*> ptrs;
+        ptrs.reserve(plan->slots.size());
+        for (int slot : plan->slots) {
+            switch (slot) {
+                case kSrc: ptrs.push_back(a.src.data); break;
+                case kWei: ptrs.push_back(a.weights.data); break;
+                case kDst: ptrs.push_back(a.dst.data); break;
+                case kBias: ptrs.push_back(a.bias.data); break;
+                case kPaddedSrc: ptrs.push_back(padded.data()); break;
+                case kConvTemp: ptrs.push_back(temp.data()); break;
+                default: ptrs.push_back((*a.post_ops)[static_cast<std::size_t>(slot - kOperand0)].operand.data); break;
+            }
+        }
+        ptrs.push_back(ws.data());  // part of the variant pack's identity
+        {
+            std::lock_guard<std::mutex> lock(plan->vp_mu);
+            if (!plan->vp || plan->vp_ptrs != ptrs) {
+                std::vector<void*> data(ptrs.begin(), ptrs.end() - 1);
+                plan->vp = make_variant_pack(plan->uids, data, ws.data());
+                plan->vp_ptrs = ptrs;
+            }
+            check_cudnn(cudnnBackendExecute(h.get(), plan->plan.get(), plan->vp.get()), "cudnnBackendExecute");
+        }
+
+        if (plan->padded && p.dir == Direction::bwd_d)
+            launch_copy_window(act.data, act_strides, interior, plan->pad_strides, act_sizes, static_cast<int>(es), s);
+        if (plan->epilogue) {
+            EpilogueArgs e = epilogue_args(*plan, a);
+            e.in = plan->conv_to_temp ? temp.data() : a.dst.data;
+            launch_epilogue(e, s);
+        }
+        if (plan->bias_grad) {
+            BiasGradArgs b;
+            b.dt = p.dt;
+            b.n = p.mb;
+            b.c = p.oc;
+            for (int i = 0; i < p.nsp; ++i) b.s *= p.out[i];
+            b.channels_last = p.dst_layout == Layout::channels_last;
+            b.diff_dst = a.dst.data;
+            b.diff_bias = a.bias.data;
+            b.bias_stride = a.bias.strides[0];
+            core::Buffer partial = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");
+            b.partial = partial.data();
+            launch_bias_grad(b, s);
+        }
+        return stream.record();
+    }
+
+    CacheStats cache_stats() const override {
+        CacheStats total;
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto& c : caches_) {
+            if (!c) continue;
+            CacheStats s = c->stats();
+            total.hits += s.hits;
+            total.misses += s.misses;
+            total.evictions += s.evictions;
+            total.size += s.size;
+            total.capacity += s.capacity;
+        }
+        return total;
+    }
+
+    void clear_cache() override {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto& c : caches_)
+            if (c) c->clear();
+        auto& cnt = counters();
+        cnt.fused = cnt.unfused = cnt.direct = cnt.padded = cnt.tuned = cnt.loaded = 0;
+    }
+
+private:
+    PlanCache& cache(int device) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (caches_.size() <= static_cast<std::size_t>(device)) caches_.resize(static_cast<std::size_t>(device) + 1);
+        auto& c = caches_[static_cast<std::size_t>(device)];
+        if (!c) c = new PlanCache();  // never destroyed: plans hold cuDNN objects (see runtime.cpp)
+        return *c;
+    }
+
+    mutable std::mutex mu_;
+    std::vector<PlanCache*> caches_;
+};
+
+}  // namespace
+
+void set_autotune(bool on) { g_autotune = on ? 1 : 0; }
+
+void set_direct_max_macs(int64_t m) { g_direct_max_macs = m < 0 ? 0 : m; }
+
+int64_t direct_max_macs() {
+    int64_t v = g_direct_max_macs.load();
+    if (v < 0) {
+        const char* e = std::getenv("CONVKIT_CUDA_DIRECT_MAX_MACS");
+        v = e && *e ? std::max<long long>(0, std::atoll(e)) : (int64_t(1) << 20);
+        g_direct_max_macs = v;
+    }
+    return v;
+}
+
+bool autotune() {
+    int v = g_autotune.load();
+    if (v < 0) {
+        v = env_flag("CONVKIT_CUDA_AUTOTUNE") ? 1 : 0;
+        g_autotune = v;
+    }
+    return v == 1;
+}
+
+PlanCounters plan_counters() {
+    auto& c = counters();
+    PlanCounters out;
+    out.fused = c.fused;
+    out.unfused = c.unfused;
+    out.direct = c.direct;
+    out.explicit_padding = c.padded;
+    out.tuned = c.tuned;
+    out.loaded = c.loaded;
+    return out;
+}
+
+PlanInfo last_plan() {
+    PlanInfo i;
+    const auto& p = t_last_plan;
+    if (!p || !p->error.empty()) return i;
+    i.found = true;
+    i.fused = p->fused;
+    i.direct = p->direct;
+    i.explicit_padding = p->padded;
+    i.from_tune_file = p->from_tune_file;
+    i.autotuned = p->autotuned;
+    i.engine_index = p->engine_index;
+    i.workspace = p->workspace;
+    i.engine_name = p->engine_name;
+    return i;
+}
+
+}  // namespace convkit::cuda
+
+namespace convkit::core {
+std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<cuda::CudaBackend>(); }
+}  // namespace convkit::core

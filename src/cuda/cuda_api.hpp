@@ -1,0 +1,59 @@
+// CUDA-backend switches and introspection that the public headers do not (yet) expose, plus a few
+// helpers for tests and benchmarks. Declared without CUDA types (streams are void*), so that code
+// built without the CUDA headers on its include path can call them. Only defined in builds with
+// CONVKIT_WITH_CUDA.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace convkit::cuda {
+
+// Autotuning (as torch.backends.cudnn.benchmark): on the first use of a problem, time the engine
+// configurations cuDNN's heuristics offer and keep the fastest. Default: the environment variable
+// CONVKIT_CUDA_AUTOTUNE=1, else off. Plans already cached are not re-tuned (clear_cache first).
+void set_autotune(bool on);
+bool autotune();
+
+// File where tuned choices persist across processes (CONVKIT_CUDA_TUNE_FILE by default; "" = none).
+// Entries are keyed by cuDNN version, GPU name and compute capability and the problem; an entry
+// that does not match or no longer builds is ignored and rebuilt.
+void set_tune_file(const std::string& path);
+std::string tune_file();
+
+// Forward problems of at most this many multiply-adds run on convkit's own direct kernel (bias
+// and post-ops fused, one launch) instead of cuDNN, whose per-call host cost dominates there.
+// Default: CONVKIT_CUDA_DIRECT_MAX_MACS, else 2^20; 0 disables. Cached plans keep their choice.
+void set_direct_max_macs(int64_t macs);
+int64_t direct_max_macs();
+
+// What the backend chose for the most recent plan built or found for a problem (for logs and tests).
+struct PlanInfo {
+    bool found = false;
+    bool fused = false;           // bias / post-ops inside the cuDNN graph
+    bool direct = false;          // convkit's direct kernel, no cuDNN
+    bool explicit_padding = false;  // asymmetric padding done by a padded temporary
+    bool from_tune_file = false;
+    bool autotuned = false;
+    int64_t engine_index = -1;    // cuDNN engine global index
+    int64_t workspace = 0;        // bytes
+    std::string engine_name;      // "eng<index>" plus knobs, as cuDNN's logs spell it
+};
+// Counters of how plans were obtained since the last clear_cache(Engine::cuda).
+struct PlanCounters {
+    uint64_t fused = 0, unfused = 0, direct = 0, explicit_padding = 0, tuned = 0, loaded = 0;
+};
+PlanCounters plan_counters();
+// The plan used by the last convolution call on this thread.
+PlanInfo last_plan();
+
+// Returns cached device memory of the default allocator to the driver.
+void empty_cache();
+
+// Test helpers: a raw cudaStream_t created outside convkit (as a framework would), and a kernel
+// that keeps a stream busy for about `ms` milliseconds (to make ordering bugs visible).
+void* create_raw_stream(int device);
+void destroy_raw_stream(int device, void* stream);
+void spin(void* stream, double ms);
+
+}  // namespace convkit::cuda

@@ -1,0 +1,76 @@
+// Host-side interface of the CUDA backend's own kernels (kernels.cu): the one-pass forward epilogue
+// (bias + the whole post-op chain, for problems cuDNN cannot fuse), the bias-gradient reduction,
+// a strided window copy (explicit padding / cropping) and a spin kernel for tests. Plain C++ types
+// only, so the .cpp files need no CUDA device headers.
+#pragma once
+#include <cstdint>
+
+#include "convkit/post_ops.hpp"
+#include "convkit/tensor.hpp"
+
+namespace convkit::cuda {
+
+constexpr int kMaxRank = 5;
+
+struct EpilogueOp {
+    int kind = 0;  // PostOp::Kind
+    int alg = 0;   // EltwiseAlg or BinaryAlg
+    float alpha = 0.f, beta = 0.f, scale = 1.f;
+    int operand = -1;  // index into EpilogueArgs::operands (binary only)
+};
+
+// dst[i] = chain(in[i] + bias[c]) with `sum` reading prior[i]. `in`, `prior` and `out` are dense in
+// the layout given (in may alias out; prior may alias out). Binary operands are read through
+// their strides, with stride 0 on broadcast dimensions.
+struct EpilogueArgs {
+    DType dt = DType::f32;
+    int rank = 4;
+    bool channels_last = false;
+    int64_t sizes[kMaxRank] = {1, 1, 1, 1, 1};  // logical N, C, spatial...
+    const void* in = nullptr;
+    const void* prior = nullptr;
+    void* out = nullptr;
+    const void* bias = nullptr;
+    int64_t bias_stride = 1;
+    int n_ops = 0;
+    EpilogueOp ops[PostOps::max_ops];
+    int n_operands = 0;
+    const void* operands[PostOps::max_ops] = {};
+    int64_t operand_strides[PostOps::max_ops][kMaxRank] = {};
+};
+void launch_epilogue(const EpilogueArgs& a, void* stream);
+
+// A direct forward convolution for problems too small to be worth cuDNN's per-call host cost:
+// one thread per dst element computes the sum in the reference's order and applies the epilogue
+// `e` (bias and post-ops; `sum` reads dst before the same thread overwrites it). One launch, no
+// workspace. Spatial parameters are (d, h, w) with neutral values for missing dimensions.
+struct DirectConvArgs {
+    const void* src = nullptr;
+    const void* wei = nullptr;
+    int64_t icg = 1, ocg = 1;
+    int64_t in[3] = {1, 1, 1}, k[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, pad[3] = {0, 0, 0}, dil[3] = {1, 1, 1};
+    int64_t src_st[kMaxRank] = {}, wei_st[kMaxRank] = {};  // n, c, d, h, w (0 for missing dims)
+};
+void launch_direct_conv(const DirectConvArgs& d, const EpilogueArgs& e, void* stream);
+
+// diff_bias[c] = sum over n and spatial of diff_dst[n, c, ...], accumulated in f32 (f64 for f64),
+// in a fixed order (bitwise reproducible). `partial` is scratch of bias_grad_scratch_bytes().
+struct BiasGradArgs {
+    DType dt = DType::f32;
+    int64_t n = 1, c = 1, s = 1;  // batch, channels, spatial size (product)
+    bool channels_last = false;
+    const void* diff_dst = nullptr;
+    void* diff_bias = nullptr;
+    int64_t bias_stride = 1;
+    void* partial = nullptr;
+};
+std::size_t bias_grad_scratch_bytes(const BiasGradArgs& a);
+void launch_bias_grad(const BiasGradArgs& a, void* stream);
+
+// dst[idx] = src[idx] for idx over `sizes` (5-D), each side through its own strides (elements).
+void launch_copy_window(void* dst, const int64_t* dst_strides, const void* src, const int64_t* src_strides,
+                        const int64_t* sizes, int elem_size, void* stream);
+
+void launch_spin(void* stream, double ms, int clock_khz);
+
+}  // namespace convkit::cuda
