@@ -1,17 +1,28 @@
 #!/usr/bin/env python3
 """convkit's CUDA engine side by side with PyTorch's own cuDNN convolution, in one run.
 
-Performance (default): for each config (bf16 NHWC, TF32 NHWC, f32 NCHW without TF32; mb 32 and
-256) it runs `convkit bench --mode=perf --engine=cuda` on the ResNet-50 batch file and PyTorch
-(torch.backends.cudnn.benchmark=True, timed as shared/anchors/torch_gpu_resnet50.py does) on the
-same shapes, and prints per-direction totals and the ratio PyTorch/convkit (> 1: convkit faster).
-Then the fused relu(conv(x, w) + b + r) case and the host overhead of a cached tiny convolution.
+Performance (default): for each config (--configs, default bf16 NHWC, TF32 NHWC, f32 NCHW without
+TF32) and batch (--mbs) it times convkit and PyTorch (torch.backends.cudnn.benchmark=True unless
+--no-autotune) on the layers of a batch file (--net, default inputs/resnet_50), and prints
+per-direction totals and the ratio PyTorch/convkit (> 1: convkit faster); --per-layer adds each
+layer's ratios. convkit is timed by `test_cuda --gtest_filter=CudaPerf.Network` (--harness=test,
+the default: tensors filled on the device, mean of 20 back-to-back calls after 3 warm-ups, as
+PyTorch is timed here) or by `convkit bench --mode=perf` (--harness=bench: min over batches of
+calls; it fills tensors on the host, minutes at mb 256). --env K=V passes settings to convkit only
+(e.g. CONVKIT_CUDA_SPLIT_DGRAD=0). --extras adds the fused relu(conv(x, w) + b + r) case and the
+host overhead of a cached tiny convolution.
+
+First calls (--first-call): the wall time of the first call of each new shape, per direction,
+summed over the net's layers: convkit in three fresh processes (heuristics; autotuning that saves
+a tune file; a second process with that tune file) and PyTorch in two (benchmark off and on).
 
 Correctness (--check DIR): compares the layers that `test_cuda --gtest_filter=TorchCheck.Dump`
 wrote to DIR (CONVKIT_TORCH_CHECK_DIR) against PyTorch's CUDA convolution computed in f64.
 
 Usage on the GPU machine (cuDNN from the PyTorch wheel on LD_LIBRARY_PATH):
-  python3 bench/compare_torch_gpu.py --convkit build-gpu/convkit [--mbs 32,256] [--out DIR]
+  python3 bench/compare_torch_gpu.py [--mbs 32,256] [--configs f32-nchw] [--per-layer] [--out DIR]
+  python3 bench/compare_torch_gpu.py --net inputs/mobilenet_v2_dw --configs bf16-nhwc
+  python3 bench/compare_torch_gpu.py --first-call [--net inputs/resnet_50 --mbs 32 --configs bf16-nhwc]
   python3 bench/compare_torch_gpu.py --check /tmp/dump
 """
 import argparse
@@ -21,12 +32,23 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIRS = ('fwd', 'bwd_d', 'bwd_w')
+# label -> convkit dtype, convkit tag, torch dtype, channels_last, TF32
+CONFIGS = {
+    'bf16-nhwc': ('bf16', 'nhwc', torch.bfloat16, True, False),
+    'bf16-nchw': ('bf16', 'nchw', torch.bfloat16, False, False),
+    'tf32-nhwc': ('f32', 'nhwc', torch.float32, True, True),
+    'tf32-nchw': ('f32', 'nchw', torch.float32, False, True),
+    'f32-nchw': ('f32', 'nchw', torch.float32, False, False),
+    'f32-nhwc': ('f32', 'nhwc', torch.float32, True, False),
+}
 
 
 def parse_batch(path):
@@ -41,7 +63,7 @@ def parse_batch(path):
         d = {k: int(v) for k, v in re.findall(r'([a-z]+)(\d+)', body)}
         ih = d['ih']
         kh = d.get('kh', 1)
-        layers.append(dict(name=name.split('*')[0], g=d.get('g', 1), ic=d['ic'], oc=d['oc'], ih=ih, iw=d.get('iw', ih),
+        layers.append(dict(name=name, g=d.get('g', 1), ic=d['ic'], oc=d['oc'], ih=ih, iw=d.get('iw', ih),
                            kh=kh, kw=d.get('kw', kh), s=d.get('sh', 1), p=d.get('ph', 0), dil=d.get('dh', 0) + 1))
     return layers
 
@@ -60,89 +82,160 @@ def cuda_time(fn, iters=20):
     return s.elapsed_time(e) / iters
 
 
-def torch_totals(layers, mb, dtype, nhwc, tf32, csv_path):
-    torch.backends.cudnn.benchmark = True
+def torch_layer(L, mb, dtype, nhwc, first=None):
+    """Tensors and the three calls of one layer, as the anchors scripts run them. The forward runs
+    once here (for diff_dst's shape); with `first` (a dict) its wall time goes to first['fwd']."""
+    x = torch.randn(mb, L['ic'], L['ih'], L['iw'], device='cuda', dtype=dtype)
+    w = torch.randn(L['oc'], L['ic'] // L['g'], L['kh'], L['kw'], device='cuda', dtype=dtype)
+    if nhwc:
+        x = x.to(memory_format=torch.channels_last)
+        w = w.to(memory_format=torch.channels_last)
+    s, p, d, g = L['s'], L['p'], L['dil'], L['g']
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    y = F.conv2d(x, w, stride=s, padding=p, dilation=d, groups=g)
+    torch.cuda.synchronize()
+    if first is not None:
+        first['fwd'] += (time.perf_counter() - t0) * 1e3
+    gy = torch.randn_like(y)
+    args = (gy, x, w, None, [s, s], [p, p], [d, d], False, [0, 0], g)
+    return dict(fwd=lambda: F.conv2d(x, w, stride=s, padding=p, dilation=d, groups=g),
+                bwd_d=lambda: torch.ops.aten.convolution_backward(*args, [True, False, False]),
+                bwd_w=lambda: torch.ops.aten.convolution_backward(*args, [False, True, False]))
+
+
+def torch_totals(layers, mb, dtype, nhwc, tf32, dirs, csv_path, benchmark=True):
+    torch.backends.cudnn.benchmark = benchmark
     torch.backends.cudnn.allow_tf32 = tf32
-    tot = {'fwd': 0.0, 'bwd_d': 0.0, 'bwd_w': 0.0}
-    per_layer = []
+    tot = {k: 0.0 for k in dirs}
+    per_layer = {}
+    rows = []
     for L in layers:
-        x = torch.randn(mb, L['ic'], L['ih'], L['iw'], device='cuda', dtype=dtype)
-        w = torch.randn(L['oc'], L['ic'] // L['g'], L['kh'], L['kw'], device='cuda', dtype=dtype)
-        if nhwc:
-            x = x.to(memory_format=torch.channels_last)
-            w = w.to(memory_format=torch.channels_last)
-        s, p, d, g = L['s'], L['p'], L['dil'], L['g']
-        y = F.conv2d(x, w, stride=s, padding=p, dilation=d, groups=g)
-        gy = torch.randn_like(y)
-        args = (gy, x, w, None, [s, s], [p, p], [d, d], False, [0, 0], g)
-        t = dict(fwd=cuda_time(lambda: F.conv2d(x, w, stride=s, padding=p, dilation=d, groups=g)),
-                 bwd_d=cuda_time(lambda: torch.ops.aten.convolution_backward(*args, [True, False, False])),
-                 bwd_w=cuda_time(lambda: torch.ops.aten.convolution_backward(*args, [False, True, False])))
-        for k in tot:
+        fns = torch_layer(L, mb, dtype, nhwc)
+        t = {k: cuda_time(fns[k]) for k in dirs}
+        for k in dirs:
             tot[k] += t[k]
-        per_layer.append(dict(name=L['name'], **{k: round(v, 5) for k, v in t.items()}))
+            per_layer[(L['name'], k)] = t[k]
+        rows.append(dict(name=L['name'], **{k: round(v, 5) for k, v in t.items()}))
+        del fns
     with open(csv_path, 'w') as f:
-        wr = csv.DictWriter(f, fieldnames=['name', 'fwd', 'bwd_d', 'bwd_w'])
+        wr = csv.DictWriter(f, fieldnames=['name', *dirs])
         wr.writeheader()
-        wr.writerows(per_layer)
-    return tot
+        wr.writerows(rows)
+    return tot, per_layer
 
 
-def convkit_totals(exe, batch, mb, dt, tag, tf32, out_dir, label, max_ms, tune):
-    csv_path = os.path.join(out_dir, f'convkit_{label}_mb{mb}.csv')
+def convkit_env(tf32, tune, extra):
     env = dict(os.environ)
     env['CONVKIT_ALLOW_TF32'] = '1' if tf32 else '0'
-    # PyTorch runs with cudnn.benchmark=True (it times the candidate algorithms on first use), so
-    # convkit autotunes too unless --no-autotune asks for heuristics only.
+    # PyTorch runs with cudnn.benchmark=True (it times the candidate plans on first use), so convkit
+    # autotunes too unless --no-autotune asks for heuristics only.
     env['CONVKIT_CUDA_AUTOTUNE'] = '1' if tune else '0'
-    cmd = [exe, 'bench', '--mode=perf', '--engine=cuda', f'--batch={batch}', f'--mb={mb}', '--dir=FWD_D,BWD_D,BWD_W',
-           f'--dt={dt}', f'--tag={tag}', f'--csv={csv_path}', f'--max-ms-per-prb={max_ms}']
+    for kv in extra or []:
+        k, v = kv.split('=', 1)
+        env[k] = v
+    return env
+
+
+def convkit_harness(test_exe, batch, mb, dt, tag, dirs, env, log_path):
+    """test_cuda's CudaPerf.Network: per (layer, dir) first-call and steady times, and totals."""
+    env = dict(env)
+    env.update(CONVKIT_CUDA_NET=batch, CONVKIT_CUDA_NET_MB=str(mb), CONVKIT_CUDA_NET_DT=dt, CONVKIT_CUDA_NET_TAG=tag,
+               CONVKIT_CUDA_NET_DIRS=','.join(dirs))
+    cmd = [test_exe, '--gtest_filter=CudaPerf.Network']
     t0 = time.time()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.time() - t0
-    with open(os.path.join(out_dir, f'convkit_{label}_mb{mb}.log'), 'w') as f:
+    with open(log_path, 'w') as f:
         f.write(' '.join(cmd) + '\n' + r.stdout + r.stderr)
+    per_layer, first_tot, steady_tot, bad, plans = {}, {}, {}, [], ''
+    for line in r.stdout.splitlines():
+        m = re.match(r'^netperf (\S+) (\S+) first_ms ([\d.]+) steady_ms ([\d.]+)(?: (.*))?$', line)
+        if m and m.group(1) == 'total':
+            first_tot[m.group(2)] = float(m.group(3))
+            steady_tot[m.group(2)] = float(m.group(4))
+        elif m:
+            per_layer[(m.group(1), m.group(2))] = (float(m.group(3)), float(m.group(4)), m.group(5) or '')
+        elif line.startswith('netperf plans'):
+            plans = line[len('netperf plans '):]
+    if r.returncode != 0 or not steady_tot:
+        bad.append(f'test_cuda CudaPerf.Network failed (rc {r.returncode}): {r.stdout[-1500:]}{r.stderr[-1500:]}')
+    return dict(per_layer=per_layer, first=first_tot, steady=steady_tot, bad=bad, wall=wall, plans=plans)
+
+
+def convkit_bench(exe, batch, mb, dt, tag, dirs, env, csv_path, log_path, max_ms):
+    """`convkit bench --mode=perf`: min over batches of calls (host-filled tensors)."""
+    flag = {'fwd': 'FWD_D', 'bwd_d': 'BWD_D', 'bwd_w': 'BWD_W'}
+    cmd = [exe, 'bench', '--mode=perf', '--engine=cuda', f'--batch={batch}', f'--mb={mb}',
+           '--dir=' + ','.join(flag[d] for d in dirs), f'--dt={dt}', f'--tag={tag}', f'--csv={csv_path}',
+           f'--max-ms-per-prb={max_ms}']
+    t0 = time.time()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    with open(log_path, 'w') as f:
+        f.write(' '.join(cmd) + '\n' + r.stdout + r.stderr)
+    per_layer, steady, bad = {}, {k: 0.0 for k in dirs}, []
     if r.returncode != 0:
-        print(f'convkit bench failed ({label} mb{mb}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}', flush=True)
-    tot = {'fwd': 0.0, 'bwd_d': 0.0, 'bwd_w': 0.0}
-    bad = []
+        bad.append(f'convkit bench failed: {r.stdout[-1500:]}{r.stderr[-1500:]}')
     for row in csv.DictReader(open(csv_path)) if os.path.exists(csv_path) else []:
         if row['status'] != 'ok':
             bad.append(f"{row['name']} {row['dir']}: {row['status']}")
             continue
-        tot[row['dir']] += float(row['time_min_ms'])
-    return tot, bad, wall
+        steady[row['dir']] += float(row['time_min_ms'])
+        per_layer[(row['name'], row['dir'])] = (float('nan'), float(row['time_min_ms']), '')
+    return dict(per_layer=per_layer, first={}, steady=steady, bad=bad, wall=wall, plans='')
 
 
 def perf(args):
     os.makedirs(args.out, exist_ok=True)
-    batch = os.path.join(ROOT, 'inputs/resnet_50')
+    batch = os.path.join(ROOT, args.net) if not os.path.isabs(args.net) else args.net
+    net = os.path.basename(batch)
     layers = parse_batch(batch)
-    configs = [('bf16-nhwc', 'bf16', 'nhwc', torch.bfloat16, True, False),
-               ('tf32-nhwc', 'f32', 'nhwc', torch.float32, True, True),
-               ('f32-nchw', 'f32', 'nchw', torch.float32, False, False)]
+    dirs = args.dirs.split(',')
+    labels = args.configs.split(',') if args.configs else ['bf16-nhwc', 'tf32-nhwc', 'f32-nchw']
     rows = []
-    print(f"{'config':<10} {'mb':>4} {'dir':<6} {'torch_ms':>9} {'convkit_ms':>10} {'torch/convkit':>13}", flush=True)
+    print(f"{'config':<10} {'mb':>4} {'dir':<6} {'torch_ms':>9} {'convkit_ms':>10} {'torch/convkit':>13}  ({net}, "
+          f"{'autotune' if not args.no_autotune else 'heuristics'}, harness {args.harness}"
+          f"{', env ' + ' '.join(args.env) if args.env else ''})", flush=True)
     for mb in [int(m) for m in args.mbs.split(',')]:
-        for label, dt, tag, tdt, nhwc, tf32 in configs:
-            if mb > 32 and label == 'f32-nchw':
-                continue  # as in the anchor table: mb 256 only for the tensor-core configs
-            if args.configs and label not in args.configs.split(','):
-                continue
-            ck, bad, wall = convkit_totals(args.convkit, batch, mb, dt, tag, tf32, args.out, label, args.max_ms,
-                                           not args.no_autotune)
-            th = torch_totals(layers, mb, tdt, nhwc, tf32, os.path.join(args.out, f'torch_{label}_mb{mb}.csv'))
-            for d in ('fwd', 'bwd_d', 'bwd_w'):
-                ratio = th[d] / ck[d] if ck[d] > 0 else float('nan')
-                rows.append(dict(config=label, mb=mb, dir=d, torch_ms=round(th[d], 4), convkit_ms=round(ck[d], 4),
+        for label in labels:
+            dt, tag, tdt, nhwc, tf32 = CONFIGS[label]
+            env = convkit_env(tf32, not args.no_autotune, args.env)
+            stem = os.path.join(args.out, f'{net}_{label}_mb{mb}{args.suffix}')
+            if args.harness == 'test':
+                ck = convkit_harness(args.test_cuda, batch, mb, dt, tag, dirs, env, stem + '_convkit.log')
+            else:
+                ck = convkit_bench(args.convkit, batch, mb, dt, tag, dirs, env, stem + '_convkit.csv',
+                                   stem + '_convkit.log', args.max_ms)
+            th, th_layer = torch_totals(layers, mb, tdt, nhwc, tf32, dirs, stem + '_torch.csv',
+                                        benchmark=not args.no_autotune)
+            for d in dirs:
+                c = ck['steady'].get(d, 0.0)
+                ratio = th[d] / c if c > 0 else float('nan')
+                rows.append(dict(net=net, config=label, mb=mb, dir=d, torch_ms=round(th[d], 4), convkit_ms=round(c, 4),
                                  ratio=round(ratio, 3)))
-                print(f'{label:<10} {mb:>4} {d:<6} {th[d]:9.3f} {ck[d]:10.3f} {ratio:13.2f}', flush=True)
-            if bad:
-                print(f'  convkit problems not ok: {bad}', flush=True)
-            print(f'  (convkit bench wall time incl. plan building: {wall:.1f} s)', flush=True)
+                print(f'{label:<10} {mb:>4} {d:<6} {th[d]:9.3f} {c:10.3f} {ratio:13.2f}', flush=True)
+            if args.per_layer:
+                for L in layers:
+                    cells = []
+                    for d in dirs:
+                        c = ck['per_layer'].get((L['name'], d), (0, 0, ''))
+                        t = th_layer[(L['name'], d)]
+                        r = t / c[1] if c[1] > 0 else float('nan')
+                        cells.append(f"{d} {t:.4f}/{c[1]:.4f}={r:.2f}{' <0.9' if r < 0.9 else ''}")
+                    print(f"    {L['name']:<14} " + '  '.join(cells), flush=True)
+            for b in ck['bad']:
+                print(f'  convkit problem: {b}', flush=True)
+            print(f"  (convkit wall time incl. plan building: {ck['wall']:.1f} s; plans: {ck['plans']})", flush=True)
+    with open(os.path.join(args.out, f'compare_{net}{args.suffix}.json'), 'w') as f:
+        json.dump(dict(rows=rows, autotune=not args.no_autotune, env=args.env, harness=args.harness,
+                       device=torch.cuda.get_device_name(), torch=torch.__version__,
+                       cudnn=torch.backends.cudnn.version()), f, indent=1)
+    if args.extras:
+        extras(args)
 
-    if args.skip_extras:
-        return
+
+def extras(args):
     # Fused relu(conv(x, w) + b + r): x 32x256x56x56 bf16 NHWC, w 64x256x1x1.
     env = dict(os.environ)
     cmd = [args.convkit, 'bench', '--mode=perf', '--engine=cuda', '--dir=FWD_B', '--dt=bf16', '--tag=nhwc',
@@ -184,10 +277,76 @@ def perf(args):
           flush=True)
     if not m:
         print(r.stdout[-1500:] + r.stderr[-1500:])
-    with open(os.path.join(args.out, 'compare_torch_gpu.json'), 'w') as f:
-        json.dump(dict(rows=rows, autotune=not args.no_autotune, fused_us=ck_fused, torch_eager_us=eager, torch_conv_us=conv_only, tiny_us=ck_tiny,
-                       torch_tiny_us=torch_tiny, device=torch.cuda.get_device_name(), torch=torch.__version__,
-                       cudnn=torch.backends.cudnn.version()), f, indent=1)
+
+
+def torch_first_call(args):
+    """In a fresh process: first-call wall time of each layer's fwd, bwd_d, bwd_w (as
+    shared/anchors/torch_gpu_more.py measures it), then steady times; one JSON line."""
+    dt, tag, tdt, nhwc, tf32 = CONFIGS[args.configs.split(',')[0]]
+    torch.backends.cudnn.benchmark = args.torch_first_call == 'benchmark'
+    torch.backends.cudnn.allow_tf32 = tf32
+    layers = parse_batch(os.path.join(ROOT, args.net))
+    mb = int(args.mbs.split(',')[0])
+    # Warm the library (handle creation, lazy module load) on an unrelated shape.
+    x = torch.randn(2, 8, 9, 9, device='cuda')
+    F.conv2d(x, torch.randn(8, 8, 3, 3, device='cuda'))
+    torch.cuda.synchronize()
+    first = {k: 0.0 for k in DIRS}
+    steady = {k: 0.0 for k in DIRS}
+    for L in layers:
+        fns = torch_layer(L, mb, tdt, nhwc, first)  # times the forward's first call
+        for d in ('bwd_d', 'bwd_w'):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fns[d]()
+            torch.cuda.synchronize()
+            first[d] += (time.perf_counter() - t0) * 1e3
+        for d in DIRS:
+            steady[d] += cuda_time(fns[d])
+    print(json.dumps(dict(first_ms=first, steady_ms=steady)), flush=True)
+
+
+def first_call(args):
+    """convkit's first calls in three fresh processes, PyTorch's in two."""
+    os.makedirs(args.out, exist_ok=True)
+    batch = os.path.join(ROOT, args.net) if not os.path.isabs(args.net) else args.net
+    net = os.path.basename(batch)
+    label = args.configs.split(',')[0] if args.configs else 'bf16-nhwc'
+    dt, tag, tdt, nhwc, tf32 = CONFIGS[label]
+    mb = int(args.mbs.split(',')[0])
+    tune_file = os.path.join(tempfile.mkdtemp(prefix='convkit_tune_'), 'tune.txt')
+    results = []
+    for name, tune, tf in (('convkit heuristics', False, None), ('convkit autotune, saving the tune file', True, tune_file),
+                           ('convkit second process, tune file', True, tune_file)):
+        env = convkit_env(tf32, tune, args.env)
+        env.pop('CONVKIT_CUDA_TUNE_FILE', None)
+        if tf:
+            env['CONVKIT_CUDA_TUNE_FILE'] = tf
+        ck = convkit_harness(args.test_cuda, batch, mb, dt, tag, list(DIRS), env,
+                             os.path.join(args.out, f'first_call_{net}_{label}_mb{mb}_{len(results)}.log'))
+        for b in ck['bad']:
+            print(f'  convkit problem: {b}', flush=True)
+        results.append((name, ck['first'], ck['steady'], f"process wall {ck['wall']:.1f} s; plans: {ck['plans']}"))
+    for name, mode in (('torch benchmark=False', 'heuristics'), ('torch benchmark=True', 'benchmark')):
+        cmd = [sys.executable, os.path.abspath(__file__), '--torch-first-call', mode, '--net', args.net, '--mbs', str(mb),
+               '--configs', label]
+        t0 = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        line = [l for l in r.stdout.splitlines() if l.startswith('{')]
+        if not line:
+            print(f'{name}: failed\n{r.stdout[-1500:]}{r.stderr[-1500:]}', flush=True)
+            continue
+        j = json.loads(line[-1])
+        results.append((name, j['first_ms'], j['steady_ms'], f'process wall {time.time() - t0:.1f} s'))
+    print(f'first call of each new shape, {net} ({len(parse_batch(batch))} layers), {label} mb{mb}: '
+          f'sum over layers, ms (steady-state sums after)', flush=True)
+    print(f"{'who':<40} {'fwd':>9} {'bwd_d':>9} {'bwd_w':>9}   {'steady fwd/bwd_d/bwd_w':>24}", flush=True)
+    for name, first, steady, note in results:
+        print(f"{name:<40} {first.get('fwd', 0):9.1f} {first.get('bwd_d', 0):9.1f} {first.get('bwd_w', 0):9.1f}   "
+              f"{steady.get('fwd', 0):.3f} / {steady.get('bwd_d', 0):.3f} / {steady.get('bwd_w', 0):.3f}   ({note})",
+              flush=True)
+    with open(os.path.join(args.out, f'first_call_{net}_{label}_mb{mb}.json'), 'w') as f:
+        json.dump([dict(who=n, first_ms=a, steady_ms=b, note=c) for n, a, b, c in results], f, indent=1)
 
 
 def load_npy(path, dtype):
@@ -235,17 +394,32 @@ def check(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--convkit', default=os.path.join(ROOT, 'build-gpu/convkit'))
-    ap.add_argument('--mbs', default='32,256')
+    ap.add_argument('--test-cuda', default=os.path.join(ROOT, 'build-gpu/tests/test_cuda'))
+    ap.add_argument('--net', default='inputs/resnet_50', help='batch file (2D layers)')
+    ap.add_argument('--mbs', default='32')
+    ap.add_argument('--dirs', default='fwd,bwd_d,bwd_w')
     ap.add_argument('--out', default='/tmp/convkit_compare')
+    ap.add_argument('--suffix', default='', help='appended to output file names')
+    ap.add_argument('--harness', choices=['test', 'bench'], default='test')
     ap.add_argument('--max-ms', type=float, default=100, help='convkit bench time budget per problem')
-    ap.add_argument('--configs', default='', help='comma-separated subset of bf16-nhwc,tf32-nhwc,f32-nchw')
-    ap.add_argument('--no-autotune', action='store_true', help='convkit on heuristics alone')
-    ap.add_argument('--skip-extras', action='store_true', help='no fused / tiny measurements')
+    ap.add_argument('--configs', default='', help='comma-separated subset of ' + ','.join(CONFIGS))
+    ap.add_argument('--no-autotune', action='store_true', help='heuristics only: convkit without autotuning, '
+                    'PyTorch with cudnn.benchmark=False')
+    ap.add_argument('--env', action='append', default=[], help='KEY=VALUE for the convkit processes')
+    ap.add_argument('--per-layer', action='store_true')
+    ap.add_argument('--extras', action='store_true', help='fused and tiny-convolution measurements too')
+    ap.add_argument('--first-call', action='store_true', help='first-call cost of each new shape')
+    ap.add_argument('--torch-first-call', choices=['heuristics', 'benchmark'], help=argparse.SUPPRESS)
     ap.add_argument('--check', help='directory written by TorchCheck.Dump: compare instead of timing')
     args = ap.parse_args()
     if args.check:
         sys.exit(check(args))
-    perf(args)
+    if args.torch_first_call:
+        torch_first_call(args)
+    elif args.first_call:
+        first_call(args)
+    else:
+        perf(args)
 
 
 if __name__ == '__main__':

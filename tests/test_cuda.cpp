@@ -5,7 +5,9 @@
 // the plan cache and the tune file. Every test skips when no CUDA device is visible (CI).
 //
 // With CONVKIT_TORCH_CHECK_DIR set, TorchCheck.Dump also writes the ResNet-50 and MobileNet v2
-// depthwise layers' inputs and cuda outputs as .npy for bench/compare_torch_gpu.py --check.
+// depthwise layers' inputs and cuda outputs as .npy for bench/compare_torch_gpu.py --check; with
+// CONVKIT_CUDA_NET set, CudaPerf.Network times a batch file's layers (first call and steady state)
+// for the same script.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -14,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -328,6 +331,40 @@ TEST(CudaPostOps, UnfusedEpilogue) {
     check(Case().spatial(3, 5, 3).channels(4, 6).pad({1}).batch(1).nhwc().with_bias().ops("mul:per_oc+sum:-1"));
 }
 
+// 16-bit forward with bias and no post-ops off the fused path (NCHW, or grouped): the bias is
+// broadcast into dst and the convolution adds its accumulator to it (beta = 1), so dst is rounded
+// once, as in the reference (conv, then bias in the epilogue, rounds twice and failed `convkit
+// bench`'s 1-ulp bf16 tolerance on U-Net's conv_1).
+TEST(CudaPostOps, SixteenBitBiasPrefilled) {
+    SKIP_WITHOUT_GPU();
+#ifdef CONVKIT_WITH_CUDA
+    for (DType dt : {DType::bf16, DType::f16})
+        for (bool nhwc : {false, true}) {
+            Case c = Case().spatial(2, 12, 3).channels(8, 16, nhwc ? 2 : 1).pad({1}).dtype(dt).nhwc(nhwc).with_bias();
+            check(c);
+            const cuda::PlanInfo info = cuda::last_plan();
+            EXPECT_NE(info.engine_name.find("bias prefilled"), std::string::npos) << c.str() << ": " << info.engine_name;
+        }
+#endif
+}
+
+// Post-padding that no window reaches is normalized: a 3x3/2 layer on an even input given as pad
+// 1/0 (benchdnn's spelling) gets the plan of pad 1/1 (PyTorch's), natively padded.
+TEST(Cuda, EquivalentPostPaddingSharesThePlan) {
+    SKIP_WITHOUT_GPU();
+#ifdef CONVKIT_WITH_CUDA
+    for (Dir d : {Dir::fwd, Dir::bwd_d, Dir::bwd_w}) {
+        Case a = Case().spatial(2, 14, 3).channels(16, 16).batch(4).strides({2}).pad({1}, {0}).direction(d);
+        check(a);
+        const cuda::PlanInfo pa = cuda::last_plan();
+        check(Case(a).pad({1}));
+        const cuda::PlanInfo pb = cuda::last_plan();
+        EXPECT_EQ(pa.engine_name, pb.engine_name) << a.str();
+        EXPECT_FALSE(pa.explicit_padding) << a.str();
+    }
+#endif
+}
+
 TEST(Cuda, MixedLayouts) {
     SKIP_WITHOUT_GPU();
     // NHWC activations with OIHW weights (a framework's default weights with channels_last input).
@@ -581,6 +618,228 @@ TEST(CudaDirect, SmallForwardProblems) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Phase-split backward-data (strided layers as stride-1 sub-convolutions per diff_src phase).
+
+// Every kind of phase against the reference: several taps, one tap, none (1x1 stride 2: zero
+// fill), strides 2 and 3, stride in one dim only, 1D/2D/3D, groups, depthwise, even kernels,
+// asymmetric padding, post-padding > 0, both layouts, f32 (strict) and f64.
+TEST(CudaSplitDgrad, MatchesReference) {
+    SKIP_WITHOUT_GPU();
+#ifdef CONVKIT_WITH_CUDA
+    cuda::set_split_dgrad(1);
+    clear_cache(Engine::cuda);
+    std::vector<Case> cases = {
+        Case().spatial(2, 14, 3).channels(16, 32).strides({2}).pad({1}),              // ResNet 3x3/2
+        Case().spatial(2, 15, 7).channels(3, 16).strides({2}).pad({3}),               // conv1-like, odd size
+        Case().spatial(2, 8, 1).channels(16, 24).strides({2}),                        // 1x1/2: zero phases
+        Case().spatial(1, 20, 5).channels(4, 8).strides({3}).pad({2}),                // 1D, stride 3
+        Case().spatial(3, 7, 3).channels(4, 8).batch(1).strides({2}).pad({1}),        // 3D, 8 phases
+        Case().spatial(2, 12, 3).channels(8, 16, 2).strides({2, 1}).pad({1}),         // groups, one dim strided
+        Case().spatial(2, 9, 4).channels(8, 8).strides({2}).pad({1}, {2}),            // even kernel, asymmetric
+        Case().spatial(2, 14, 3).channels(16, 16, 16).strides({2}).pad({1}),          // depthwise
+    };
+    for (Case c : cases)
+        for (DType dt : {DType::f32, DType::f64})
+            for (bool nhwc : {false, true}) {
+                c.direction(Dir::bwd_d).dtype(dt).nhwc(nhwc);
+                check(c);
+                const cuda::PlanInfo info = cuda::last_plan();
+                EXPECT_TRUE(info.split_dgrad) << c.str() << ": " << info.engine_name;
+                if (dt == DType::f32 && !nhwc)
+                    std::printf("[          ] %-60s %s\n", c.str().c_str(), info.engine_name.c_str());
+            }
+    // A phase whose padding is no stride-1 padding (3x3/2 with pad 2: one tap, pre-padding 1):
+    // the problem runs unsplit, and still right.
+    Case odd = Case().spatial(2, 9, 3).channels(4, 4).strides({2}).pad({2}).direction(Dir::bwd_d);
+    check(odd);
+    EXPECT_FALSE(cuda::last_plan().split_dgrad);
+    // Off: never; TF32 f32 and bf16: never (tensor-core engines have fast strided dgrads).
+    cuda::set_split_dgrad(0);
+    clear_cache(Engine::cuda);
+    Case c = cases[0];
+    check(c.direction(Dir::bwd_d).dtype(DType::f32).nhwc(false));
+    EXPECT_FALSE(cuda::last_plan().split_dgrad);
+    cuda::set_split_dgrad(1);
+    check(c.dtype(DType::bf16).nhwc(true));
+    EXPECT_FALSE(cuda::last_plan().split_dgrad);
+    cuda::set_split_dgrad(0);
+    clear_cache(Engine::cuda);
+#endif
+}
+
+// In "auto" mode autotuning times the split against the best single plan; the decision and every
+// phase's plan come back from the tune file in a cache without autotuning.
+TEST(CudaSplitDgrad, AutotuneAndTuneFile) {
+    SKIP_WITHOUT_GPU();
+#ifdef CONVKIT_WITH_CUDA
+    const std::string path = ::testing::TempDir() + "convkit_split_tune_test.txt";
+    std::remove(path.c_str());
+    cuda::set_tune_file(path);
+    cuda::set_autotune(true);
+    cuda::set_split_dgrad(-1);
+    clear_cache(Engine::cuda);
+    Case c = Case().spatial(2, 28, 3).channels(64, 64).strides({2}).pad({1}).batch(8).direction(Dir::bwd_d);
+    check(c);
+    const cuda::PlanInfo first = cuda::last_plan();
+    EXPECT_TRUE(first.autotuned) << first.engine_name;
+    cuda::set_autotune(false);
+    clear_cache(Engine::cuda);
+    check(c);
+    const cuda::PlanInfo second = cuda::last_plan();
+    EXPECT_EQ(second.split_dgrad, first.split_dgrad) << first.engine_name << " / " << second.engine_name;
+    EXPECT_TRUE(second.from_tune_file) << second.engine_name;
+    std::printf("[          ] tuned: %s; reloaded: %s\n", first.engine_name.c_str(), second.engine_name.c_str());
+    cuda::set_split_dgrad(0);
+    cuda::set_tune_file("");
+    clear_cache(Engine::cuda);
+    std::remove(path.c_str());
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network timing for bench/compare_torch_gpu.py: skipped unless CONVKIT_CUDA_NET names a batch
+// file. Per layer and direction: the wall time of the first call (plan building: heuristics,
+// autotuning or the tune file; plus the run and a synchronize), then the mean of 20 back-to-back
+// calls after 3 warm-ups, as compare_torch_gpu.py times PyTorch. Tensors are filled on the device
+// (`convkit bench` fills mb-256 tensors from host-generated values, which takes minutes).
+// Settings: CONVKIT_CUDA_NET_MB (32), CONVKIT_CUDA_NET_DT (bf16), CONVKIT_CUDA_NET_TAG (nhwc),
+// CONVKIT_CUDA_NET_DIRS (fwd,bwd_d,bwd_w), and the library's CONVKIT_ALLOW_TF32,
+// CONVKIT_CUDA_AUTOTUNE, CONVKIT_CUDA_TUNE_FILE. Output lines:
+//   netperf <layer> <dir> first_ms <x> steady_ms <y> <engine>
+//   netperf total <dir> first_ms <sum> steady_ms <sum>
+
+Case case_of(const tools::ConvDesc& d) {
+    Case c;
+    c.nsp = d.ndims;
+    c.mb = d.mb;
+    c.ic = d.ic;
+    c.oc = d.oc;
+    c.g = d.g;
+    Dims st, pl, pr, dl;
+    for (int i = 3 - d.ndims; i < 3; ++i) {
+        c.in[i - (3 - d.ndims)] = d.in[i];
+        c.k[i - (3 - d.ndims)] = d.k[i];
+        st.push_back(d.stride[i]);
+        pl.push_back(d.pad_l[i]);
+        pr.push_back(std::max<int64_t>(0, d.pad_r[i]));  // benchdnn's -1 end padding: same output
+        dl.push_back(d.dil[i] + 1);
+    }
+    return c.strides(st).pad(pl, pr).dil(dl);
+}
+
+// The tensors of `c` on the GPU: 2^20 host-generated values, then repeated by device copies.
+Tensors make_on_device(const Case& c) {
+    Tensors t;
+    const Device dev = Device::cuda(0);
+    t.src = Tensor(c.dt, c.src_dims(), c.layout, dev);
+    t.wei = Tensor(c.dt, c.wei_dims(), c.wei_layout, dev);
+    t.dst = Tensor(c.dt, output_shape(c.src_dims(), c.wei_dims(), c.params()), c.layout, dev);
+    uint64_t seed = 31;
+    for (const Tensor* x : {&t.src, &t.wei, &t.dst}) {
+        const int64_t n = x->numel(), chunk = std::min<int64_t>(n, int64_t(1) << 20);
+        const std::size_t es = x->nbytes() / static_cast<std::size_t>(n);
+        auto at = [&](int64_t i, int64_t m) {
+            return TensorView(static_cast<char*>(x->data()) + static_cast<std::size_t>(i) * es, c.dt, Dims{m}, dev);
+        };
+        from_host_f64(at(0, chunk), random_values(chunk, -1, 1, seed++, c.dt));
+        for (int64_t done = chunk; done < n;) {
+            const int64_t m = std::min(done, n - done);
+            copy(at(done, m), at(0, m));
+            done += m;
+        }
+    }
+    return t;
+}
+
+std::string env_or(const char* name, const char* dflt) {
+    const char* v = std::getenv(name);
+    return v && *v ? v : dflt;
+}
+
+TEST(CudaPerf, Network) {
+    SKIP_WITHOUT_GPU();
+    const std::string net = env_or("CONVKIT_CUDA_NET", "");
+    if (net.empty()) GTEST_SKIP() << "set CONVKIT_CUDA_NET=<batch file> to time a network's layers";
+#ifdef CONVKIT_WITH_CUDA
+    const int64_t mb = std::atoll(env_or("CONVKIT_CUDA_NET_MB", "32").c_str());
+    const DType dt = dtype_from_string(env_or("CONVKIT_CUDA_NET_DT", "bf16"));
+    const std::string tag = env_or("CONVKIT_CUDA_NET_TAG", "nhwc");
+    const bool nhwc = tag == "nhwc" || tag == "nwc" || tag == "ndhwc";
+    std::vector<Dir> dirs;
+    {
+        const std::string list = env_or("CONVKIT_CUDA_NET_DIRS", "fwd,bwd_d,bwd_w") + ",";
+        std::string cur;
+        for (char ch : list) {
+            if (ch != ',') {
+                cur += ch;
+                continue;
+            }
+            if (cur == "fwd") dirs.push_back(Dir::fwd);
+            else if (cur == "bwd_d") dirs.push_back(Dir::bwd_d);
+            else if (cur == "bwd_w") dirs.push_back(Dir::bwd_w);
+            else if (!cur.empty()) FAIL() << "CONVKIT_CUDA_NET_DIRS: unknown direction '" << cur << "'";
+            cur.clear();
+        }
+    }
+    // check() and other tests may have changed the switches: back to what the environment says.
+    set_allow_tf32(env_or("CONVKIT_ALLOW_TF32", "1") != "0");
+    auto now = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
+    Stream s = Stream::cuda(0);
+    // Warm the library (context, cuDNN handle, lazily loaded modules) on an unrelated shape, as the
+    // PyTorch script does, so that first calls count plan building and the run only.
+    {
+        Case w = Case().spatial(2, 9, 3).channels(8, 8);
+        Tensors t = make(w, Device::cuda(0));
+        run(w, t, Engine::cuda, s).wait();
+    }
+    std::string path = net;
+    if (!std::ifstream(path).good()) path = std::string(CONVKIT_SOURCE_DIR) + "/" + net;
+    std::map<int, double> first_total, steady_total;
+    for (tools::ConvDesc d : tools::read_batch_file(path)) {
+        if (mb > 0) d.mb = mb;
+        Case c = case_of(d).dtype(dt).nhwc(nhwc);
+        Tensors t = make_on_device(c);
+        s.synchronize();
+        std::map<int, double> first;
+        std::map<int, std::string> engine;
+        for (Dir dir : dirs) {
+            c.direction(dir);
+            const double t0 = now();
+            run(c, t, Engine::cuda, s);
+            s.synchronize();
+            first[static_cast<int>(dir)] = now() - t0;
+            engine[static_cast<int>(dir)] = cuda::last_plan().engine_name;
+        }
+        for (Dir dir : dirs) {
+            c.direction(dir);
+            for (int i = 0; i < 3; ++i) run(c, t, Engine::cuda, s);
+            s.synchronize();
+            const int iters = 20;
+            const double t0 = now();
+            for (int i = 0; i < iters; ++i) run(c, t, Engine::cuda, s);
+            s.synchronize();
+            const double steady = (now() - t0) / iters;
+            const int k = static_cast<int>(dir);
+            first_total[k] += first[k];
+            steady_total[k] += steady;
+            std::printf("netperf %s %s first_ms %.3f steady_ms %.5f %s\n", d.name.c_str(), name(dir), first[k], steady,
+                        engine[k].c_str());
+        }
+        std::fflush(stdout);
+    }
+    for (Dir dir : dirs) {
+        const int k = static_cast<int>(dir);
+        std::printf("netperf total %s first_ms %.2f steady_ms %.4f\n", name(dir), first_total[k], steady_total[k]);
+    }
+    const cuda::PlanCounters pc = cuda::plan_counters();
+    std::printf("netperf plans fused %llu unfused %llu direct %llu split %llu tuned %llu loaded %llu\n",
+                static_cast<unsigned long long>(pc.fused), static_cast<unsigned long long>(pc.unfused),
+                static_cast<unsigned long long>(pc.direct), static_cast<unsigned long long>(pc.split),
+                static_cast<unsigned long long>(pc.tuned), static_cast<unsigned long long>(pc.loaded));
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // Network layers dumped for the PyTorch comparison (bench/compare_torch_gpu.py --check DIR).
 
 TEST(TorchCheck, Dump) {
@@ -598,22 +857,8 @@ TEST(TorchCheck, Dump) {
         for (tools::ConvDesc d : tools::read_batch_file(path)) {
             d.mb = 2;
             for (DType dt : {DType::f32, DType::bf16}) {
-                Case c;
-                c.nsp = d.ndims;
-                c.mb = d.mb;
-                c.ic = d.ic;
-                c.oc = d.oc;
-                c.g = d.g;
-                Dims st, pl, pr, dl;
-                for (int i = 3 - d.ndims; i < 3; ++i) {
-                    c.in[i - (3 - d.ndims)] = d.in[i];
-                    c.k[i - (3 - d.ndims)] = d.k[i];
-                    st.push_back(d.stride[i]);
-                    pl.push_back(d.pad_l[i]);
-                    pr.push_back(std::max<int64_t>(0, d.pad_r[i]));  // benchdnn's -1 end padding: same output
-                    dl.push_back(d.dil[i] + 1);
-                }
-                c.strides(st).pad(pl, pr).dil(dl).dtype(dt).nhwc(dt == DType::bf16);
+                Case c = case_of(d).dtype(dt).nhwc(dt == DType::bf16);
+                const Dims st = c.stride, pl = c.pad_l, dl = c.dilation;
                 for (Dir dirn : {Dir::fwd, Dir::bwd_d, Dir::bwd_w}) {
                     c.direction(dirn);
                     Tensors g = make(c, Device::cuda(0));

@@ -12,13 +12,27 @@
 //   conv       a single convolution node (pre-compiled engines), then at most one kernel of ours:
 //              the epilogue (bias + the whole post-op chain) or the bias-gradient reduction. With a
 //              `sum` post-op the convolution writes a temporary, as the epilogue reads the old dst.
+//              f16/bf16 with bias and no post-ops: the bias is broadcast into dst first and the
+//              convolution runs with beta = 1, so dst is rounded once, as the reference does (conv
+//              then epilogue rounds twice: up to 2 ulps off, beyond bf16's 1-ulp tolerance in
+//              `convkit bench`). With post-ops the rounding of conv + bias would only move before
+//              the chain, where sqrt or log magnify it (measured: 0.025 vs 0.02 on sub+abs+sqrt),
+//              so chains keep conv, then bias + chain in f32 in the epilogue.
 //   padded     as conv, for asymmetric padding that no engine accepts: the input (forward,
 //              backward-weights) is copied into a zero-padded temporary, or the backward-data result
 //              is computed padded and cropped.
+//   split      backward-data of a strided layer (f32 without TF32, f64) as one stride-1
+//              sub-convolution per phase of diff_src, each with the kernel taps that reach it (no
+//              multiplies by inserted zeros). Gather of the phase's taps, the sub-plan (itself a
+//              conv plan) into a dense temporary, scatter into diff_src; phases no tap reaches are
+//              zeroed. Opt-in (set_split_dgrad): timed against cuDNN's plans it won on no ResNet-50
+//              layer once the padding was normalized, and it costs first-call time.
+// Every plan is built for the problem with its post-padding normalized (see normalized()).
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -46,10 +60,33 @@ using core::Direction;
 
 std::atomic<int> g_autotune{-1};  // -1: not yet read from the environment
 std::atomic<int64_t> g_direct_max_macs{-1};
+std::atomic<int> g_split_dgrad{-2};  // -2: not yet read from the environment; else -1 auto, 0, 1
 
 bool env_flag(const char* name) {
     const char* v = std::getenv(name);
     return v && *v && std::strcmp(v, "0") != 0;
+}
+
+// CONVKIT_CUDA_BIAS_PREFILL=0 turns the 16-bit bias prefill off (conv, then bias in the epilogue).
+bool bias_prefill_enabled() {
+    static const bool on = [] {
+        const char* v = std::getenv("CONVKIT_CUDA_BIAS_PREFILL");
+        return !(v && std::strcmp(v, "0") == 0);
+    }();
+    return on;
+}
+
+// Asymmetric padding done by a zero-padded temporary before native pre/post paddings are tried.
+// CONVKIT_CUDA_EXPLICIT_PADDING=1 for every dtype, 0 for none; default f64 only, where an engine
+// that accepted unequal pre/post paddings gave wrong backward-weights results on the H100
+// (1D NCHW, pad 0/1, cuDNN 9.19; found by the PyTorch-oracle suite).
+bool prefer_explicit_padding(const ConvProblem& p) {
+    static const int mode = [] {
+        const char* v = std::getenv("CONVKIT_CUDA_EXPLICIT_PADDING");
+        if (!v || !*v) return -1;
+        return std::strcmp(v, "0") == 0 ? 0 : 1;
+    }();
+    return mode == 1 || (mode == -1 && p.dt == DType::f64);
 }
 
 int64_t workspace_limit() {
@@ -138,11 +175,22 @@ private:
 // What the variant pack binds, slot by slot.
 enum Slot : int { kSrc, kWei, kDst, kBias, kPaddedSrc, kConvTemp, kOperand0 = 16 };
 
+struct Plan;
+
+// One phase of a split backward-data: diff_src positions r + s*j (per spatial dim), reached by
+// the kernel taps phi + s*t. `sub` is the stride-1 problem over those positions and taps.
+struct Phase {
+    core::ConvProblem sub;
+    std::shared_ptr<Plan> plan;  // null: no tap reaches the phase, its positions are zero-filled
+    int64_t r[3] = {0, 0, 0}, phi[3] = {0, 0, 0}, in[3] = {1, 1, 1}, k[3] = {1, 1, 1};
+};
+
 struct Plan {
     std::string error;  // non-empty: building failed; the error is re-thrown on every call
     ErrorKind error_kind = ErrorKind::unsupported;
 
     bool fused = false, padded = false, conv_to_temp = false, epilogue = false, bias_grad = false, direct = false;
+    bool bias_prefill = false;  // bias broadcast into dst, then the convolution with beta = 1
     bool autotuned = false, from_tune_file = false;
     Graph graph;
     Desc plan;
@@ -160,6 +208,11 @@ struct Plan {
 
     EpilogueArgs epi;  // pointers filled per call
 
+    // split: the phases, and the largest phase's diff_src and weights temporaries (bytes).
+    bool split = false;
+    std::vector<Phase> phases;
+    std::size_t split_dx_bytes = 0, split_w_bytes = 0;
+
     std::mutex vp_mu;  // the variant pack cached for the last pointers
     std::vector<void*> vp_ptrs;
     Desc vp;
@@ -173,7 +226,7 @@ struct Entry {
 using PlanCache = core::LruCache<ConvProblem, Entry, core::ConvProblemHash>;
 
 struct Counters {
-    std::atomic<uint64_t> fused{0}, unfused{0}, direct{0}, padded{0}, tuned{0}, loaded{0};
+    std::atomic<uint64_t> fused{0}, unfused{0}, direct{0}, padded{0}, tuned{0}, loaded{0}, split{0};
 };
 Counters& counters() {
     static auto* c = new Counters;
@@ -424,8 +477,20 @@ int time_plans(const std::vector<Desc>& plans, const GraphSpec& g, DType dt, cud
     int best = -1;
     float best_ms = 0;
     for (std::size_t i = 0; i < plans.size(); ++i) {
+        // The warm-up is timed too: a plan far slower than the best so far (strict-f32 lists hold
+        // engines 50x off, at tens of ms a run) is dropped after it instead of running 3 more
+        // times. The slack covers a first run's lazy module load (a few ms).
+        cudaEventRecord(guard.e0, guard.s);
         if (cudnnBackendExecute(h, plans[i].get(), vp.get()) != CUDNN_STATUS_SUCCESS) continue;  // warm-up
+        cudaEventRecord(guard.e1, guard.s);
+        if (cudaEventSynchronize(guard.e1) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        float warm = 0;
+        cudaEventElapsedTime(&warm, guard.e0, guard.e1);
         const int reps = 3;
+        if (best >= 0 && warm > std::max(3 * best_ms / reps, best_ms / reps + 5.f)) continue;
         cudaEventRecord(guard.e0, guard.s);
         bool ok = true;
         for (int r = 0; r < reps && ok; ++r) ok = cudnnBackendExecute(h, plans[i].get(), vp.get()) == CUDNN_STATUS_SUCCESS;
@@ -463,77 +528,102 @@ Choice choose(const ConvProblem& p, const GraphSpec& g, const Desc& graph, const
         }
     }
     const bool tune = autotune();
-    // Heuristics' best guesses first; autotuning then also times FALLBACK's picks and every other
-    // engine with default knobs (PyTorch's cudnn.benchmark times all legacy algorithms likewise).
-    std::vector<Candidate> cands;
-    {
-        std::vector<Candidate> a = heuristics(graph, CUDNN_HEUR_MODE_A);
-        std::vector<Candidate> rest;
-        if (tune) {
-            // Mode B ranks differently (and costs more CPU): its top picks, with their knobs, are
-            // where A misses for strict f32 strided backward-data, e.g. (measured: ResNet-50's
-            // res5 3x3/2 dgrad, 1.2 ms on A's best non-tensor-core engine vs 0.3 ms in PyTorch).
-            std::vector<Candidate> bm = heuristics(graph, CUDNN_HEUR_MODE_B);
-            for (std::size_t i = 0; i < bm.size() && i < 8; ++i) rest.push_back(std::move(bm[i]));
-        }
-        for (auto& f : heuristics(graph, CUDNN_HEUR_MODE_FALLBACK)) rest.push_back(std::move(f));
-        if (tune)
-            for (auto& e : all_engines(graph)) rest.push_back(std::move(e));
-        const std::size_t head = tune ? std::min<std::size_t>(a.size(), 6) : a.size();
-        for (std::size_t i = 0; i < head; ++i) cands.push_back(std::move(a[i]));
-        for (auto& r : rest) cands.push_back(std::move(r));
-        for (std::size_t i = head; i < a.size(); ++i) cands.push_back(std::move(a[i]));
-        std::vector<Candidate> uniq;
-        for (auto& c : cands) {
-            bool dup = false;
-            for (const auto& u : uniq) dup = dup || (u.engine_index == c.engine_index && u.knobs == c.knobs);
-            if (!dup) uniq.push_back(std::move(c));
-        }
-        cands = std::move(uniq);
-    }
     const bool strict_f32 = p.dt == DType::f32 && !p.allow_tf32;
-    std::vector<Desc> plans;
-    std::vector<const Candidate*> plan_cands;
-    std::string last_why = cands.empty() ? "heuristics offered no engine configuration" : "";
-    int nvrtc = 0;
-    for (const auto& cand : cands) {
-        if (p.deterministic && cand.nondeterministic) continue;
-        // Autotuning: each runtime-compiled candidate costs an NVRTC compile (0.3-2 s), so only the
-        // first two of them are timed; pre-compiled ones cost well under a millisecond to build.
-        if (tune && cand.runtime_compiled && !plans.empty() && ++nvrtc > 2) continue;
-        // Strict f32: engines that round inputs to TF32 (tensor-core f32 paths) do not qualify.
-        if (strict_f32 && (cand.tensor_core || cand.down_convert)) continue;
-        if (cand.workspace > workspace_limit()) continue;
-        std::string w;
-        Desc plan = make_plan(h, cand, &w);
-        if (!plan) {
-            last_why = cand.name() + ": " + w;
-            continue;
+    // Filtered before ranking, so that "heuristics' top picks" are the top picks this problem may
+    // run: for strict f32 the head of mode A's list is tensor-core configurations, and taking a
+    // fixed head before filtering left few non-tensor-core ones to time.
+    std::size_t offered = 0;
+    auto eligible = [&](std::vector<Candidate> v, std::size_t cap, std::vector<Candidate>* out) {
+        offered += v.size();
+        std::size_t n = 0;
+        for (auto& cand : v) {
+            if (n >= cap) break;
+            if (p.deterministic && cand.nondeterministic) continue;
+            // Strict f32: engines that round inputs to TF32 (tensor-core f32 paths) do not qualify.
+            if (strict_f32 && (cand.tensor_core || cand.down_convert)) continue;
+            if (cand.workspace > workspace_limit()) continue;
+            bool dup = false;
+            for (const auto& u : *out) dup = dup || (u.engine_index == cand.engine_index && u.knobs == cand.knobs);
+            if (dup) continue;
+            out->push_back(std::move(cand));
+            ++n;
         }
-        plans.push_back(std::move(plan));
-        plan_cands.push_back(&cand);
-        if (!tune || plans.size() >= 24) break;
+    };
+    struct Built {
+        Desc plan;
+        int64_t engine_index;
+        std::vector<std::pair<int64_t, int64_t>> knobs;
+        std::string name;
+    };
+    std::vector<Built> built;
+    std::string last_why;
+    int nvrtc = 0;
+    // Autotuning times at most this many plans (pre-compiled ones build in well under 1 ms and
+    // run 4 times each; the first call of a ResNet-50 layer stays well under a second).
+    const std::size_t max_timed = 32;
+    auto build = [&](const std::vector<Candidate>& list) {
+        for (const auto& cand : list) {
+            if (!tune && !built.empty()) return;
+            if (built.size() >= max_timed) return;
+            // Autotuning: each runtime-compiled candidate costs an NVRTC compile (0.3-2 s), so only
+            // the first two of them are timed; pre-compiled ones cost well under a millisecond.
+            if (tune && cand.runtime_compiled && !built.empty() && ++nvrtc > 2) continue;
+            std::string w;
+            Desc plan = make_plan(h, cand, &w);
+            if (!plan) {
+                last_why = cand.name() + ": " + w;
+                continue;
+            }
+            built.push_back(Built{std::move(plan), cand.engine_index, cand.knobs, cand.name()});
+        }
+    };
+    std::vector<Candidate> cands;
+    if (!tune) {
+        // Heuristics only: mode A's first eligible configuration that finalizes; FALLBACK (a
+        // second heuristics query, tens of ms) only when mode A had none.
+        eligible(heuristics(graph, CUDNN_HEUR_MODE_A), SIZE_MAX, &cands);
+        build(cands);
+        if (built.empty()) {
+            cands.clear();
+            eligible(heuristics(graph, CUDNN_HEUR_MODE_FALLBACK), SIZE_MAX, &cands);
+            build(cands);
+        }
+    } else {
+        // As PyTorch's cudnn.benchmark, every eligible mode-A configuration (it times them all,
+        // plus the fallback list); then mode B's top picks with their knobs, FALLBACK, and every
+        // other engine with default knobs.
+        eligible(heuristics(graph, CUDNN_HEUR_MODE_A), 24, &cands);
+        eligible(heuristics(graph, CUDNN_HEUR_MODE_B), 8, &cands);
+        eligible(heuristics(graph, CUDNN_HEUR_MODE_FALLBACK), SIZE_MAX, &cands);
+        eligible(all_engines(graph), SIZE_MAX, &cands);
+        build(cands);
     }
-    if (plans.empty()) {
-        *why = last_why.empty() ? "every engine configuration was filtered out (determinism, TF32 or workspace)" : last_why;
+    if (built.empty()) {
+        if (!last_why.empty()) *why = last_why;
+        else if (offered == 0) *why = "heuristics offered no engine configuration";
+        else *why = "every engine configuration was filtered out (determinism, TF32 or workspace)";
         return c;
     }
-    int pick = 0;
-    if (tune && plans.size() > 1) {
+    std::size_t pick = 0;
+    if (tune && built.size() > 1) {
+        std::vector<Desc> plans;
+        for (auto& b : built) plans.push_back(std::move(b.plan));
         try {
-            pick = std::max(0, time_plans(plans, g, p.dt, h));
+            pick = static_cast<std::size_t>(std::max(0, time_plans(plans, g, p.dt, h)));
         } catch (const Error&) {
             pick = 0;  // no memory to time in: heuristics' order
         }
+        for (std::size_t i = 0; i < built.size(); ++i) built[i].plan = std::move(plans[i]);
         c.tuned = true;
     }
-    c.plan = std::move(plans[static_cast<std::size_t>(pick)]);
-    c.engine_index = plan_cands[static_cast<std::size_t>(pick)]->engine_index;
-    c.name = plan_cands[static_cast<std::size_t>(pick)]->name();
+    Built& b = built[pick];
+    c.plan = std::move(b.plan);
+    c.engine_index = b.engine_index;
+    c.name = b.name;
     if (tune) {
         TunedChoice out;
         out.engine_index = c.engine_index;
-        out.knobs = plan_cands[static_cast<std::size_t>(pick)]->knobs;
+        out.knobs = b.knobs;
         out.json = plan_json(c.plan);
         tune_store(key, out);
     }
@@ -567,7 +657,27 @@ double macs(const ConvProblem& p) {
     return m;
 }
 
-std::shared_ptr<Plan> build_plan(const ConvProblem& p, bool aligned, cudnnHandle_t h) {
+// benchdnn-style descriptors (batch files, `convkit bench`) give a strided layer the post-padding
+// that its output size implies: ResNet-50's 3x3/2 layers get 1/0 where PyTorch passes 1/1, conv1
+// 3/2 for 3/3. Padding that no window reaches changes nothing, so every post-padding that keeps
+// the output size describes the same convolution, and cuDNN's engines want it symmetric: with 1/0,
+// mode A's first strict-f32 engine for res5's 3x3/2 backward-data ran 19 ms, with 1/1 0.3 ms
+// (H100, cuDNN 9.19, as PyTorch gets). So post-padding becomes the pre-padding where that keeps
+// the output size.
+ConvProblem normalized(const ConvProblem& p) {
+    ConvProblem q = p;
+    for (int i = 0; i < p.nsp; ++i) {
+        const int64_t span = (p.k[i] - 1) * p.dil[i] + 1;
+        // The least post-padding that still fits `out` windows; up to stride - 1 more keep `out`.
+        const int64_t lo = (p.out[i] - 1) * p.stride[i] + span - p.in[i] - p.pad_l[i];
+        const int64_t hi = lo + p.stride[i] - 1;
+        if (p.pad_l[i] >= std::max<int64_t>(lo, 0) && p.pad_l[i] <= hi) q.pad_r[i] = p.pad_l[i];
+    }
+    return q;
+}
+
+// A plan of one of the shapes direct, fused, conv or padded (see the top of the file).
+std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnnHandle_t h) {
     auto plan = std::make_shared<Plan>();
     if (p.dir == Direction::fwd && macs(p) <= static_cast<double>(direct_max_macs())) {
         plan->direct = true;
@@ -603,16 +713,25 @@ std::shared_ptr<Plan> build_plan(const ConvProblem& p, bool aligned, cudnnHandle
             }
         }
     }
-    // 2. A convolution node alone, with native padding, then explicit padding if that fails.
+    // 2. A convolution node alone, with native padding, then explicit padding if that fails; for
+    //    16-bit forward problems with a bias and no post-ops, first with the bias prefilled
+    //    (beta = 1); engines that refuse beta = 1 leave the conv + epilogue plan.
+    const bool prefill_wanted = !plan->fused && p.dir == Direction::fwd && p.with_bias && p.n_post_ops == 0 &&
+                                (p.dt == DType::f16 || p.dt == DType::bf16) && bias_prefill_enabled();
     if (!plan->fused) {
-        for (int attempt = 0; attempt < 2 && !plan->plan; ++attempt) {
-            const bool padded = attempt == 1;
-            if (padded && !asymmetric(p)) break;
+        for (int attempt = 0; attempt < 4 && !plan->plan; ++attempt) {
+            const bool prefill = attempt < 2,
+                       padded = (attempt % 2 == 1) != (asymmetric(p) && prefer_explicit_padding(p));
+            if (prefill && !prefill_wanted) continue;
+            if (padded && !asymmetric(p)) continue;
             GraphSpec g = conv_spec(p, padded, alignment);
+            if (prefill) g.beta = 1;
             try {
                 Graph graph = build_graph(h, g);
-                Choice c = choose(p, g, graph.graph, padded ? "padded" : "conv", h, &why);
+                const char* variant = padded ? (prefill ? "padded+beta" : "padded") : (prefill ? "conv+beta" : "conv");
+                Choice c = choose(p, g, graph.graph, variant, h, &why);
                 if (!c.plan) continue;
+                plan->bias_prefill = prefill;
                 plan->padded = padded;
                 plan->graph = std::move(graph);
                 plan->plan = std::move(c.plan);
@@ -653,7 +772,12 @@ std::shared_ptr<Plan> build_plan(const ConvProblem& p, bool aligned, cudnnHandle
         return plan;
     }
     plan->workspace = plan_workspace(plan->plan);
-    if (!plan->fused && p.dir == Direction::fwd && (p.with_bias || p.n_post_ops > 0)) {
+    if (plan->bias_prefill) {
+        plan->engine_name += " (bias prefilled, beta 1)";
+        fill_epilogue_template(p, &plan->epi);  // the bias broadcast's shape and layout
+    }
+    // With the bias prefilled (no post-ops then), no epilogue.
+    if (!plan->fused && p.dir == Direction::fwd && ((p.with_bias && !plan->bias_prefill) || p.n_post_ops > 0)) {
         plan->epilogue = true;
         plan->conv_to_temp = p.has_sum();
         if (plan->conv_to_temp) {
@@ -738,6 +862,343 @@ void run_direct(const ConvProblem& p, const ConvArgs& a, const Plan& plan, cudaS
     launch_direct_conv(d, epilogue_args(plan, a), s);
 }
 
+// One cuDNN plan (conv, fused or padded) and the kernels of ours around it, enqueued on `s`.
+void run_cudnn(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t s) {
+    HandleLease h(p.device.index);
+    check_cudnn(cudnnSetStream(h.get(), s), "cudnnSetStream");
+    core::Buffer ws, padded, temp;
+    if (plan.workspace > 0) ws = make_buffer(p.device, static_cast<std::size_t>(plan.workspace), s, "cuDNN workspace");
+    if (plan.padded) padded = make_buffer(p.device, plan.pad_bytes, s, "padded input");
+    if (plan.conv_to_temp) temp = make_buffer(p.device, plan.temp_bytes, s, "convolution result temporary");
+    const std::size_t es = dtype_size(p.dt);
+    // The activation the padding applies to: src (fwd, bwd_w) or diff_src (bwd_d, an output).
+    const TensorView& act = a.src;
+    int64_t act_sizes[kMaxRank], act_strides[kMaxRank];
+    to5(act, act_sizes, act_strides);
+    void* interior = padded.data() ? static_cast<char*>(padded.data()) + plan.pad_offset * static_cast<int64_t>(es) : nullptr;
+    if (plan.padded && p.dir != Direction::bwd_d) {
+        check_cuda(cudaMemsetAsync(padded.data(), 0, plan.pad_bytes, s), "cudaMemsetAsync");
+        launch_copy_window(interior, plan.pad_strides, act.data, act_strides, act_sizes, static_cast<int>(es), s);
+    }
+
+    std::vector<void*> ptrs;
+    ptrs.reserve(plan.slots.size());
+    for (int slot : plan.slots) {
+        switch (slot) {
+            case kSrc: ptrs.push_back(a.src.data); break;
+            case kWei: ptrs.push_back(a.weights.data); break;
+            case kDst: ptrs.push_back(a.dst.data); break;
+            case kBias: ptrs.push_back(a.bias.data); break;
+            case kPaddedSrc: ptrs.push_back(padded.data()); break;
+            case kConvTemp: ptrs.push_back(temp.data()); break;
+            default: ptrs.push_back((*a.post_ops)[static_cast<std::size_t>(slot - kOperand0)].operand.data); break;
+        }
+    }
+    ptrs.push_back(ws.data());  // part of the variant pack's identity
+    {
+        std::lock_guard<std::mutex> lock(plan.vp_mu);
+        if (!plan.vp || plan.vp_ptrs != ptrs) {
+            std::vector<void*> data(ptrs.begin(), ptrs.end() - 1);
+            plan.vp = make_variant_pack(plan.uids, data, ws.data());
+            plan.vp_ptrs = ptrs;
+        }
+        if (plan.bias_prefill) {
+            // dst = bias[c] everywhere: the convolution (beta = 1) then adds its accumulator to it.
+            EpilogueArgs b = plan.epi;
+            b.in = nullptr;
+            b.out = a.dst.data;
+            b.bias = a.bias.data;
+            b.bias_stride = a.bias.strides[0];
+            b.n_ops = 0;
+            b.n_operands = 0;
+            launch_epilogue(b, s);
+        }
+        check_cudnn(cudnnBackendExecute(h.get(), plan.plan.get(), plan.vp.get()), "cudnnBackendExecute");
+    }
+
+    if (plan.padded && p.dir == Direction::bwd_d)
+        launch_copy_window(act.data, act_strides, interior, plan.pad_strides, act_sizes, static_cast<int>(es), s);
+    if (plan.epilogue) {
+        EpilogueArgs e = epilogue_args(plan, a);
+        e.in = plan.conv_to_temp ? temp.data() : a.dst.data;
+        if (plan.bias_prefill) e.bias = nullptr;  // already in dst
+        launch_epilogue(e, s);
+    }
+    if (plan.bias_grad) {
+        BiasGradArgs b;
+        b.dt = p.dt;
+        b.n = p.mb;
+        b.c = p.oc;
+        for (int i = 0; i < p.nsp; ++i) b.s *= p.out[i];
+        b.channels_last = p.dst_layout == Layout::channels_last;
+        b.diff_dst = a.dst.data;
+        b.diff_bias = a.bias.data;
+        b.bias_stride = a.bias.strides[0];
+        core::Buffer partial = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");
+        b.partial = partial.data();
+        launch_bias_grad(b, s);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase-split backward-data.
+
+void run_plan(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t s);
+
+// 5-D sizes and strides (elements) of the window of `t` that keeps N and C whole and takes, per
+// spatial dim i, n[i] positions step[i] apart from position at[i]; *offset is its first element.
+void phase_window(const TensorView& t, int nsp, const int64_t* n, const int64_t* step, const int64_t* at,
+                  int64_t* sizes, int64_t* strides, int64_t* offset) {
+    for (int d = 0; d < kMaxRank; ++d) {
+        sizes[d] = 1;
+        strides[d] = 0;
+    }
+    for (int d = 0; d < 2; ++d) {
+        sizes[d] = t.sizes[d];
+        strides[d] = t.strides[d];
+    }
+    *offset = 0;
+    for (int i = 0; i < nsp; ++i) {
+        sizes[2 + i] = n[i];
+        strides[2 + i] = t.strides[2 + i] * step[i];
+        *offset += at[i] * t.strides[2 + i];
+    }
+}
+
+void run_split(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t s) {
+    const std::size_t es = dtype_size(p.dt);
+    const int e = static_cast<int>(es);
+    // One temporary pair for all phases: they run one after the other on `s`.
+    core::Buffer dxt = make_buffer(p.device, plan.split_dx_bytes, s, "split backward-data temporary");
+    core::Buffer wt = make_buffer(p.device, plan.split_w_bytes, s, "split backward-data weights");
+    char* dx = static_cast<char*>(a.src.data);
+    const char* w = static_cast<const char*>(a.weights.data);
+    for (Phase& ph : plan.phases) {
+        int64_t xs[kMaxRank], xst[kMaxRank], xoff = 0;
+        phase_window(a.src, p.nsp, ph.in, p.stride, ph.r, xs, xst, &xoff);
+        if (!ph.plan) {
+            launch_zero_window(dx + xoff * static_cast<int64_t>(es), xst, xs, e, s);
+            continue;
+        }
+        const ConvProblem& q = ph.sub;
+        // The phase's kernel taps, gathered into dense weights in the sub-problem's layout (the
+        // weights change every training step, so this runs per call; it moves ~1/s^2 of them).
+        int64_t ws[kMaxRank], wst[kMaxRank], woff = 0;
+        phase_window(a.weights, p.nsp, ph.k, p.stride, ph.phi, ws, wst, &woff);
+        TensorView wv = TensorView::with_layout(wt.data(), p.dt, q.wei_dims(), q.wei_layout, p.device);
+        int64_t wsz[kMaxRank], wdst[kMaxRank];
+        to5(wv, wsz, wdst);
+        launch_copy_window(wv.data, wdst, w + woff * static_cast<int64_t>(es), wst, ws, e, s);
+        // The stride-1 sub-convolution into a dense temporary, then scattered to the phase's
+        // positions of diff_src (cuDNN engines want dense tensors; the scatter is a copy of
+        // diff_src's size in all, a few microseconds at ResNet-50 sizes).
+        TensorView xv = TensorView::with_layout(dxt.data(), p.dt, q.src_dims(), q.src_layout, p.device);
+        ConvArgs sa;
+        sa.src = xv;
+        sa.weights = wv;
+        sa.dst = a.dst;
+        run_plan(q, *ph.plan, sa, s);
+        int64_t xsz[kMaxRank], xsrc[kMaxRank];
+        to5(xv, xsz, xsrc);
+        launch_copy_window(dx + xoff * static_cast<int64_t>(es), xst, xv.data, xsrc, xs, e, s);
+    }
+}
+
+void run_plan(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t s) {
+    if (plan.direct) run_direct(p, a, plan, s);
+    else if (plan.split) run_split(p, plan, a, s);
+    else run_cudnn(p, plan, a, s);
+}
+
+// Times whole plans as they run (1 warm-up + 3 runs each, events on `s`) on scratch tensors of the
+// problem's shapes; returns the fastest's index, -1 if none ran. No bias or post-op operands: for
+// backward-data candidates.
+int time_variants(const ConvProblem& p, const std::vector<Plan*>& plans, cudaStream_t s) {
+    const std::size_t es = dtype_size(p.dt);
+    auto bytes = [&](const Dims& d) {
+        std::size_t n = es;
+        for (int64_t v : d) n *= static_cast<std::size_t>(v);
+        return n;
+    };
+    core::Buffer x = make_buffer(p.device, bytes(p.src_dims()), s, "autotune scratch");
+    core::Buffer w = make_buffer(p.device, bytes(p.wei_dims()), s, "autotune scratch");
+    core::Buffer y = make_buffer(p.device, bytes(p.dst_dims()), s, "autotune scratch");
+    // Small normal values in every dtype (0x3c bytes), as time_plans: no NaN/denormal artefacts.
+    for (const core::Buffer* b : {&x, &w, &y}) check_cuda(cudaMemsetAsync(b->data(), 0x3c, b->size(), s), "cudaMemsetAsync");
+    ConvArgs a;
+    a.src = TensorView::with_layout(x.data(), p.dt, p.src_dims(), p.src_layout, p.device);
+    a.weights = TensorView::with_layout(w.data(), p.dt, p.wei_dims(), p.wei_layout, p.device);
+    a.dst = TensorView::with_layout(y.data(), p.dt, p.dst_dims(), p.dst_layout, p.device);
+    struct Events {
+        cudaEvent_t e0 = nullptr, e1 = nullptr;
+        ~Events() {
+            if (e0) cudaEventDestroy(e0);
+            if (e1) cudaEventDestroy(e1);
+        }
+    } ev;
+    check_cuda(cudaEventCreate(&ev.e0), "cudaEventCreate");
+    check_cuda(cudaEventCreate(&ev.e1), "cudaEventCreate");
+    int best = -1;
+    float best_ms = 0;
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+        try {
+            run_plan(p, *plans[i], a, s);  // warm-up
+            check_cuda(cudaEventRecord(ev.e0, s), "cudaEventRecord");
+            for (int r = 0; r < 3; ++r) run_plan(p, *plans[i], a, s);
+            check_cuda(cudaEventRecord(ev.e1, s), "cudaEventRecord");
+            check_cuda(cudaEventSynchronize(ev.e1), "cudaEventSynchronize");
+        } catch (const Error&) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        float ms = 0;
+        cudaEventElapsedTime(&ms, ev.e0, ev.e1);
+        if (best < 0 || ms < best_ms) {
+            best = static_cast<int>(i);
+            best_ms = ms;
+        }
+    }
+    return best;
+}
+
+int split_mode() {
+    int v = g_split_dgrad.load();
+    if (v == -2) {
+        const char* e = std::getenv("CONVKIT_CUDA_SPLIT_DGRAD");
+        v = (!e || !*e || std::strcmp(e, "0") == 0) ? 0 : std::strcmp(e, "auto") == 0 ? -1 : 1;
+        g_split_dgrad = v;
+    }
+    return v;
+}
+
+// Strided backward-data whose numerics rule out tensor-core engines (f32 without TF32, f64):
+// there cuDNN's strided dgrad engines are slow. Tensor-core dtypes have fast ones.
+bool split_applies(const ConvProblem& p) {
+    if (p.dir != Direction::bwd_d || p.mb == 0) return false;
+    if (!((p.dt == DType::f32 && !p.allow_tf32) || p.dt == DType::f64)) return false;
+    bool strided = false;
+    for (int i = 0; i < p.nsp; ++i) {
+        if (p.dil[i] != 1) return false;
+        strided = strided || p.stride[i] > 1;
+    }
+    return strided;
+}
+
+// The split plan of a problem split_applies() to; null if a phase's paddings do not make a valid
+// stride-1 convolution or no engine runs a phase.
+std::shared_ptr<Plan> build_split_plan(const ConvProblem& p, bool aligned, cudnnHandle_t h) {
+    auto plan = std::make_shared<Plan>();
+    plan->split = true;
+    const std::size_t es = dtype_size(p.dt);
+    auto bytes = [&](const Dims& d) {
+        std::size_t n = es;
+        for (int64_t v : d) n *= static_cast<std::size_t>(v);
+        return n;
+    };
+    int64_t nph = 1;
+    for (int i = 0; i < p.nsp; ++i) nph *= p.stride[i];
+    std::string names;
+    int convs = 0;
+    for (int64_t idx = 0; idx < nph; ++idx) {
+        Phase ph;
+        ph.sub = p;
+        ConvProblem& q = ph.sub;
+        bool empty = false, zero = false, valid = true;
+        int64_t rem = idx;
+        for (int i = p.nsp - 1; i >= 0; --i) {
+            const int64_t st = p.stride[i], phi = rem % st;
+            rem /= st;
+            // Taps phi, phi + st, ... reach the diff_src positions i with (i + pad_l) % st == phi,
+            // the first of which is r.
+            const int64_t r = ((phi - p.pad_l[i]) % st + st) % st;
+            const int64_t n = r < p.in[i] ? (p.in[i] - r + st - 1) / st : 0;
+            const int64_t kk = phi < p.k[i] ? (p.k[i] - phi + st - 1) / st : 0;
+            ph.r[i] = r;
+            ph.phi[i] = phi;
+            ph.in[i] = n;
+            ph.k[i] = kk;
+            if (n == 0) empty = true;
+            if (kk == 0) {
+                zero = true;
+                continue;
+            }
+            // diff_src[r + st*j] = sum_t diff_dst[j + pre - t] * w[phi + st*t]: a stride-1
+            // backward-data with pre-padding `pre`; the post-padding follows from the sizes.
+            const int64_t pre = (r + p.pad_l[i] - phi) / st;
+            const int64_t post = p.out[i] - n - pre + kk - 1;
+            // Paddings of a stride-1 convolution lie in [0, kernel - 1]; outside that range the
+            // phase would need diff_dst rows that do not exist (or a cropped result): no split.
+            if (pre > kk - 1 || post < 0 || post > kk - 1) valid = false;
+            q.in[i] = n;
+            q.k[i] = kk;
+            q.stride[i] = 1;
+            q.pad_l[i] = pre;
+            q.pad_r[i] = post;
+        }
+        if (empty) continue;  // no diff_src position in this phase (input smaller than the stride)
+        if (!zero) {
+            if (!valid) return nullptr;
+            ph.plan = build_plain_plan(q, aligned, h);
+            if (!ph.plan->error.empty()) return nullptr;
+            plan->split_dx_bytes = std::max(plan->split_dx_bytes, bytes(q.src_dims()));
+            plan->split_w_bytes = std::max(plan->split_w_bytes, bytes(q.wei_dims()));
+            names += (convs++ ? ", " : "") + ph.plan->engine_name;
+            plan->autotuned = plan->autotuned || ph.plan->autotuned;
+        }
+        plan->phases.push_back(std::move(ph));
+    }
+    if (convs == 0) return nullptr;  // nothing but zeros: cannot happen for a valid problem
+    plan->engine_name = "split dgrad, " + std::to_string(convs) + " of " + std::to_string(nph) + " phases: " + names;
+    return plan;
+}
+
+// The plan of a problem: a split backward-data where it applies and wins (see set_split_dgrad),
+// else build_plain_plan(). Autotuning times the split on `s`, the calling stream.
+std::shared_ptr<Plan> build_plan(const ConvProblem& problem, bool aligned, cudnnHandle_t h, cudaStream_t s) {
+    const ConvProblem p = normalized(problem);
+    if (!split_applies(p)) return build_plain_plan(p, aligned, h);
+    const int64_t alignment = aligned ? 16 : static_cast<int64_t>(dtype_size(p.dt));
+    const std::string key = tune_key(p, "split", alignment);
+    int decision = split_mode();  // 1 split, 0 not, -1 still to decide
+    bool from_file = false;
+    if (decision < 0) {
+        TunedChoice tc;
+        if (tune_lookup(key, &tc)) {
+            decision = tc.engine_index == 1 ? 1 : 0;
+            from_file = true;
+        } else if (!autotune()) {
+            // Heuristics alone: cuDNN's own plan. Measured (H100, ResNet-50 f32 NCHW mb 32,
+            // heuristics-picked sub-plans): the split lost on conv1 (4.5 vs 0.9 ms) and the 1x1/2
+            // layers (0.46-0.57 vs 0.28-0.31 ms), and with symmetric padding cuDNN's 3x3/2 picks
+            // are PyTorch's (0.29-0.45 ms), which the split's (0.45-0.77 ms) do not beat.
+            decision = 0;
+        }
+    }
+    if (decision == 0) return build_plain_plan(p, aligned, h);
+    std::shared_ptr<Plan> split = build_split_plan(p, aligned, h);
+    auto use_split = [&] {
+        counters().split++;
+        split->from_tune_file = from_file;
+        return split;
+    };
+    if (decision == 1) return split ? use_split() : build_plain_plan(p, aligned, h);
+    // Autotuning: the split against the best single plan, each timed whole as it runs.
+    std::shared_ptr<Plan> plain = build_plain_plan(p, aligned, h);
+    if (!split) return plain;
+    if (!plain->error.empty()) return use_split();
+    int pick = -1;
+    try {
+        pick = time_variants(p, {plain.get(), split.get()}, s);
+    } catch (const Error& e) {
+        if (e.kind() != ErrorKind::out_of_memory) throw;
+    }
+    if (pick < 0) return plain;  // could not time: cuDNN's own plan
+    TunedChoice out;
+    out.engine_index = pick;  // the tune file's record of the decision: 1 split, 0 not
+    tune_store(key, out);
+    return pick == 1 ? use_split() : plain;
+}
+
 class CudaBackend final : public core::Backend {
 public:
     Engine engine() const override { return Engine::cuda; }
@@ -781,79 +1242,13 @@ public:
             auto& slot = entry->plan[aligned ? 0 : 1];
             if (!slot) {
                 HandleLease hb(dev);
-                slot = build_plan(p, aligned, hb.get());
+                slot = build_plan(p, aligned, hb.get(), s);
             }
             plan = slot;
         }
         t_last_plan = plan;
         if (!plan->error.empty()) throw Error(plan->error_kind, "cuda: " + plan->error);
-        if (plan->direct) {
-            run_direct(p, a, *plan, s);
-            return stream.record();
-        }
-
-        HandleLease h(dev);
-        check_cudnn(cudnnSetStream(h.get(), s), "cudnnSetStream");
-        core::Buffer ws, padded, temp;
-        if (plan->workspace > 0) ws = make_buffer(p.device, static_cast<std::size_t>(plan->workspace), s, "cuDNN workspace");
-        if (plan->padded) padded = make_buffer(p.device, plan->pad_bytes, s, "padded input");
-        if (plan->conv_to_temp) temp = make_buffer(p.device, plan->temp_bytes, s, "convolution result temporary");
-        const std::size_t es = dtype_size(p.dt);
-        // The activation the padding applies to: src (fwd, bwd_w) or diff_src (bwd_d, an output).
-        const TensorView& act = a.src;
-        int64_t act_sizes[kMaxRank], act_strides[kMaxRank];
-        to5(act, act_sizes, act_strides);
-        void* interior = padded.data() ? static_cast<char*>(padded.data()) + plan->pad_offset * static_cast<int64_t>(es) : nullptr;
-        if (plan->padded && p.dir != Direction::bwd_d) {
-            check_cuda(cudaMemsetAsync(padded.data(), 0, plan->pad_bytes, s), "cudaMemsetAsync");
-            launch_copy_window(interior, plan->pad_strides, act.data, act_strides, act_sizes, static_cast<int>(es), s);
-        }
-
-        std::vector<void*> ptrs;
-        ptrs.reserve(plan->slots.size());
-        for (int slot : plan->slots) {
-            switch (slot) {
-                case kSrc: ptrs.push_back(a.src.data); break;
-                case kWei: ptrs.push_back(a.weights.data); break;
-                case kDst: ptrs.push_back(a.dst.data); break;
-                case kBias: ptrs.push_back(a.bias.data); break;
-                case kPaddedSrc: ptrs.push_back(padded.data()); break;
-                case kConvTemp: ptrs.push_back(temp.data()); break;
-                default: ptrs.push_back((*a.post_ops)[static_cast<std::size_t>(slot - kOperand0)].operand.data); break;
-            }
-        }
-        ptrs.push_back(ws.data());  // part of the variant pack's identity
-        {
-            std::lock_guard<std::mutex> lock(plan->vp_mu);
-            if (!plan->vp || plan->vp_ptrs != ptrs) {
-                std::vector<void*> data(ptrs.begin(), ptrs.end() - 1);
-                plan->vp = make_variant_pack(plan->uids, data, ws.data());
-                plan->vp_ptrs = ptrs;
-            }
-            check_cudnn(cudnnBackendExecute(h.get(), plan->plan.get(), plan->vp.get()), "cudnnBackendExecute");
-        }
-
-        if (plan->padded && p.dir == Direction::bwd_d)
-            launch_copy_window(act.data, act_strides, interior, plan->pad_strides, act_sizes, static_cast<int>(es), s);
-        if (plan->epilogue) {
-            EpilogueArgs e = epilogue_args(*plan, a);
-            e.in = plan->conv_to_temp ? temp.data() : a.dst.data;
-            launch_epilogue(e, s);
-        }
-        if (plan->bias_grad) {
-            BiasGradArgs b;
-            b.dt = p.dt;
-            b.n = p.mb;
-            b.c = p.oc;
-            for (int i = 0; i < p.nsp; ++i) b.s *= p.out[i];
-            b.channels_last = p.dst_layout == Layout::channels_last;
-            b.diff_dst = a.dst.data;
-            b.diff_bias = a.bias.data;
-            b.bias_stride = a.bias.strides[0];
-            core::Buffer partial = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");
-            b.partial = partial.data();
-            launch_bias_grad(b, s);
-        }
+        run_plan(p, *plan, a, s);
         return stream.record();
     }
 
@@ -877,7 +1272,7 @@ public:
         for (auto& c : caches_)
             if (c) c->clear();
         auto& cnt = counters();
-        cnt.fused = cnt.unfused = cnt.direct = cnt.padded = cnt.tuned = cnt.loaded = 0;
+        cnt.fused = cnt.unfused = cnt.direct = cnt.padded = cnt.tuned = cnt.loaded = cnt.split = 0;
     }
 
 private:
@@ -896,6 +1291,10 @@ private:
 }  // namespace
 
 void set_autotune(bool on) { g_autotune = on ? 1 : 0; }
+
+void set_split_dgrad(int mode) { g_split_dgrad = mode < 0 ? -1 : mode > 0 ? 1 : 0; }
+
+int split_dgrad() { return split_mode(); }
 
 void set_direct_max_macs(int64_t m) { g_direct_max_macs = m < 0 ? 0 : m; }
 
@@ -927,6 +1326,7 @@ PlanCounters plan_counters() {
     out.explicit_padding = c.padded;
     out.tuned = c.tuned;
     out.loaded = c.loaded;
+    out.split = c.split;
     return out;
 }
 
@@ -940,6 +1340,8 @@ PlanInfo last_plan() {
     i.explicit_padding = p->padded;
     i.from_tune_file = p->from_tune_file;
     i.autotuned = p->autotuned;
+    i.split_dgrad = p->split;
+    for (const Phase& ph : p->phases) i.phases += ph.plan ? 1 : 0;
     i.engine_index = p->engine_index;
     i.workspace = p->workspace;
     i.engine_name = p->engine_name;

@@ -27,6 +27,20 @@ std::string tune_file();
 void set_direct_max_macs(int64_t macs);
 int64_t direct_max_macs();
 
+// Backward-data of strided layers as stride-1 sub-convolutions, one per phase of diff_src (the
+// positions i with (i + pad_l) % stride alike, each reached by its own subset of kernel taps):
+// no multiply by the zeros that a stride-s dgrad otherwise inserts. Applies to f32 without TF32
+// and f64, dilation 1, where every phase's padding is a valid stride-1 padding.
+//    0 (default; CONVKIT_CUDA_SPLIT_DGRAD unset or 0): never. Measured on the H100 (ResNet-50,
+//      f32 NCHW, mb 32): autotuning timed it against cuDNN's plans on every strided layer and
+//      it won none, while it costs ~0.25 s of first call per strided layer.
+//   -1 ("auto"): with autotuning, timed against the best single plan and the faster kept (the
+//      decision goes to the tune file); without autotuning, not used.
+//    1: whenever applicable.
+// Cached plans keep their choice (clear_cache first).
+void set_split_dgrad(int mode);
+int split_dgrad();
+
 // What the backend chose for the most recent plan built or found for a problem (for logs and tests).
 struct PlanInfo {
     bool found = false;
@@ -35,13 +49,16 @@ struct PlanInfo {
     bool explicit_padding = false;  // asymmetric padding done by a padded temporary
     bool from_tune_file = false;
     bool autotuned = false;
+    bool split_dgrad = false;     // phase-split backward-data (engine_name lists the phases' engines)
+    int phases = 0;               // split_dgrad: sub-convolutions run (phases no tap reaches are zero-filled)
     int64_t engine_index = -1;    // cuDNN engine global index
     int64_t workspace = 0;        // bytes
     std::string engine_name;      // "eng<index>" plus knobs, as cuDNN's logs spell it
 };
 // Counters of how plans were obtained since the last clear_cache(Engine::cuda).
 struct PlanCounters {
-    uint64_t fused = 0, unfused = 0, direct = 0, explicit_padding = 0, tuned = 0, loaded = 0;
+    // Phase-split plans count once in `split`; each phase's sub-plan counts as an unfused plan too.
+    uint64_t fused = 0, unfused = 0, direct = 0, explicit_padding = 0, tuned = 0, loaded = 0, split = 0;
 };
 PlanCounters plan_counters();
 // The plan used by the last convolution call on this thread.

@@ -125,7 +125,7 @@ Graph build_graph(cudnnHandle_t handle, const GraphSpec& g) {
             .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
             .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv);
         set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0, g.double_scalars);
-        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0, g.double_scalars);
+        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, g.beta, g.double_scalars);
         op.finalize("cudnnBackendFinalize(convolution forward)");
         ops.push_back(std::move(op));
     } else if (g.dir == core::Direction::bwd_d) {

@@ -156,7 +156,7 @@ __global__ void epilogue_kernel(const EpilogueArgs a, int64_t numel, int64_t spa
         int64_t coord[kMaxRank] = {0, 0, 0, 0, 0};
         if (a.n_operands > 0) coords_of(a, i, coord);
         else if (a.bias) coord[1] = a.channels_last ? i % C : (i / spatial) % C;
-        out[i] = Tr::store(apply_chain<T, A>(a, Tr::load(in[i]), i, coord));
+        out[i] = Tr::store(apply_chain<T, A>(a, in ? Tr::load(in[i]) : A(0), i, coord));
     }
 }
 
@@ -304,6 +304,20 @@ __global__ void copy_window_kernel(U* dst, const U* src, int64_t d0, int64_t d1,
     }
 }
 
+template <typename U>
+__global__ void zero_window_kernel(U* dst, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t d4, int64_t n1,
+                                   int64_t n2, int64_t n3, int64_t n4, int64_t total) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        int64_t r = i;
+        const int64_t i4 = r % n4; r /= n4;
+        const int64_t i3 = r % n3; r /= n3;
+        const int64_t i2 = r % n2; r /= n2;
+        const int64_t i1 = r % n1; r /= n1;
+        dst[r * d0 + i1 * d1 + i2 * d2 + i3 * d3 + i4 * d4] = U(0);  // all-zero bits: 0.0 in every dtype
+    }
+}
+
 __global__ void spin_kernel(long long cycles) {
     const long long start = clock64();
     while (clock64() - start < cycles) {
@@ -378,6 +392,23 @@ void launch_copy_window(void* dst, const int64_t* ds, const void* src, const int
     }
 #undef CONVKIT_COPY_WINDOW
     check_cuda(cudaGetLastError(), "window copy kernel launch");
+}
+
+void launch_zero_window(void* dst, const int64_t* ds, const int64_t* n, int elem_size, void* stream) {
+    const int64_t total = n[0] * n[1] * n[2] * n[3] * n[4];
+    if (total == 0) return;
+    auto s = static_cast<cudaStream_t>(stream);
+    const int threads = 256, grid = grid_for(total, threads);
+#define CONVKIT_ZERO_WINDOW(U)                                                                                   \
+    zero_window_kernel<U><<<grid, threads, 0, s>>>(static_cast<U*>(dst), ds[0], ds[1], ds[2], ds[3], ds[4], n[1], n[2], \
+                                                   n[3], n[4], total)
+    switch (elem_size) {
+        case 2: CONVKIT_ZERO_WINDOW(uint16_t); break;
+        case 4: CONVKIT_ZERO_WINDOW(uint32_t); break;
+        default: CONVKIT_ZERO_WINDOW(unsigned long long); break;
+    }
+#undef CONVKIT_ZERO_WINDOW
+    check_cuda(cudaGetLastError(), "zero window kernel launch");
 }
 
 void launch_spin(void* stream, double ms, int clock_khz) {

@@ -1,7 +1,8 @@
 // Host-side interface of the CUDA backend's own kernels (kernels.cu): the one-pass forward epilogue
 // (bias + the whole post-op chain, for problems cuDNN cannot fuse), the bias-gradient reduction,
-// a strided window copy (explicit padding / cropping) and a spin kernel for tests. Plain C++ types
-// only, so the .cpp files need no CUDA device headers.
+// a strided window copy (explicit padding / cropping, phase gather and scatter), a strided zero
+// fill and a spin kernel for tests. Plain C++ types only, so the .cpp files need no CUDA device
+// headers.
 #pragma once
 #include <cstdint>
 
@@ -20,7 +21,8 @@ struct EpilogueOp {
 };
 
 // dst[i] = chain(in[i] + bias[c]) with `sum` reading prior[i]. `in`, `prior` and `out` are dense in
-// the layout given (in may alias out; prior may alias out). Binary operands are read through
+// the layout given (in may alias out; prior may alias out); a null `in` reads as 0 (with no ops,
+// that broadcasts the bias into dst). Binary operands are read through
 // their strides, with stride 0 on broadcast dimensions.
 struct EpilogueArgs {
     DType dt = DType::f32;
@@ -70,6 +72,10 @@ void launch_bias_grad(const BiasGradArgs& a, void* stream);
 // dst[idx] = src[idx] for idx over `sizes` (5-D), each side through its own strides (elements).
 void launch_copy_window(void* dst, const int64_t* dst_strides, const void* src, const int64_t* src_strides,
                         const int64_t* sizes, int elem_size, void* stream);
+
+// dst[idx] = 0 for idx over `sizes` (5-D) through `dst_strides` (elements): the diff_src positions
+// that no kernel tap reaches in a phase-split backward-data (e.g. odd rows of a 1x1 stride-2 layer).
+void launch_zero_window(void* dst, const int64_t* dst_strides, const int64_t* sizes, int elem_size, void* stream);
 
 void launch_spin(void* stream, double ms, int clock_khz);
 
