@@ -1,0 +1,106 @@
+// ResNet-50 layers (mb 1 by default) through the CPU engine's forward pass, with the weights as
+// a plain tensor (reordered into oneDNN's layout on every call) and prepacked once with
+// prepack_weights() (the inference case: no reorder per call). bench/compare_torch_cpu.py runs
+// this for its `prepacked` rows and sums the per-layer times.
+//   build/bench/bench_cpu_resnet50 --benchmark_filter='f32/nhwc' [--mb=N]
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "convkit/convkit.hpp"
+
+using namespace convkit;
+
+namespace {
+
+struct Layer {
+    const char* name;
+    int64_t ic, oc, hw, k, stride, pad;
+};
+
+// The 23 distinct convolutions of ResNet-50 v1.5 (as inputs/resnet_50).
+const Layer kLayers[] = {
+    {"conv1", 3, 64, 224, 7, 2, 3},        {"res2_1x1a", 64, 64, 56, 1, 1, 0},
+    {"res2_3x3", 64, 64, 56, 3, 1, 1},     {"res2_1x1b", 64, 256, 56, 1, 1, 0},
+    {"res2_1x1c", 256, 64, 56, 1, 1, 0},   {"res3_1x1a", 256, 128, 56, 1, 1, 0},
+    {"res3_3x3s2", 128, 128, 56, 3, 2, 1}, {"res3_1x1b", 128, 512, 28, 1, 1, 0},
+    {"res3_ds", 256, 512, 56, 1, 2, 0},    {"res3_1x1c", 512, 128, 28, 1, 1, 0},
+    {"res3_3x3", 128, 128, 28, 3, 1, 1},   {"res4_1x1a", 512, 256, 28, 1, 1, 0},
+    {"res4_3x3s2", 256, 256, 28, 3, 2, 1}, {"res4_1x1b", 256, 1024, 14, 1, 1, 0},
+    {"res4_ds", 512, 1024, 28, 1, 2, 0},   {"res4_1x1c", 1024, 256, 14, 1, 1, 0},
+    {"res4_3x3", 256, 256, 14, 3, 1, 1},   {"res5_1x1a", 1024, 512, 14, 1, 1, 0},
+    {"res5_3x3s2", 512, 512, 14, 3, 2, 1}, {"res5_1x1b", 512, 2048, 7, 1, 1, 0},
+    {"res5_ds", 1024, 2048, 14, 1, 2, 0},  {"res5_1x1c", 2048, 512, 7, 1, 1, 0},
+    {"res5_3x3", 512, 512, 7, 3, 1, 1},
+};
+
+int64_t g_mb = 1;
+
+void fill(const Tensor& t) {
+    Tensor f(DType::f32, t.sizes());
+    for (int64_t i = 0; i < f.numel(); ++i) f.ptr<float>()[i] = 0.001f * static_cast<float>((i * 7919) % 2001) - 1.f;
+    copy(t.view(), f.view());
+}
+
+void run_layer(benchmark::State& state, const Layer& l, DType dt, Layout layout, bool prepacked) {
+    ConvParams prm;
+    prm.stride = Dims{l.stride};
+    prm.pad(Dims{l.pad});
+    Tensor src(dt, Dims{g_mb, l.ic, l.hw, l.hw}, layout), wei(dt, Dims{l.oc, l.ic, l.k, l.k}, layout),
+        bias(dt, Dims{l.oc});
+    Tensor dst(dt, output_shape(src.sizes(), wei.sizes(), prm), layout);
+    fill(src);
+    fill(wei);
+    fill(bias);
+    const ConvOptions opt{Engine::cpu, {}};
+    PackedWeights pw;
+    if (prepacked) pw = prepack_weights(wei, src, prm, PostOps(), opt);
+    auto call = [&] {
+        if (prepacked) convolution_forward(dst, src, pw, bias, prm, PostOps(), Stream(), {}, opt);
+        else convolution_forward(dst, src, wei, bias, prm, PostOps(), Stream(), {}, opt);
+    };
+    call();
+    // Per-call minimum as well as Google Benchmark's mean: on a shared machine the minimum is
+    // the figure that other people's jobs do not move.
+    double best = 1e30;
+    for (auto _ : state) {
+        const auto t0 = std::chrono::steady_clock::now();
+        call();
+        best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    state.counters["min_ms"] = best;
+    const double flops = 2.0 * static_cast<double>(g_mb * l.oc * l.ic * l.k * l.k) *
+                         static_cast<double>(dst.sizes()[2] * dst.sizes()[3]);
+    state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    // --mb=N (ours) is taken out before Google Benchmark parses the rest.
+    int out = 1;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strncmp(argv[i], "--mb=", 5) == 0) g_mb = std::atoll(argv[i] + 5);
+        else argv[out++] = argv[i];
+    }
+    argc = out;
+    for (DType dt : {DType::f32, DType::bf16})
+        for (Layout layout : {Layout::channels_last, Layout::channels_first})
+            for (bool packed : {true, false})
+                for (const Layer& l : kLayers) {
+                    const std::string name = std::string("fwd/") + to_string(dt) + "/" +
+                                             (layout == Layout::channels_last ? "nhwc" : "nchw") + "/" +
+                                             (packed ? "prepacked" : "plain_weights") + "/" + l.name;
+                    benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { run_layer(s, l, dt, layout, packed); })
+                        ->Unit(benchmark::kMillisecond)
+                        ->MinTime(0.05);
+                }
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/python3
+"""convkit's CPU engine against PyTorch (Debian python3-torch, oneDNN 2.6 inside) on the same
+convolution layers, same threads, same layout, in one run.
+
+For each direction / dtype / layout it runs `convkit bench --mode=perf --engine=cpu` over a batch
+file and times PyTorch on the same shapes, then prints the sum of the per-layer times and the ratio
+PyTorch / convkit (> 1: convkit is faster). `pytorch_ms` is PyTorch's steady state (best call);
+`pytorch_mean_ms` is timed the way anchors/torch_cpu_resnet50.py does it (one warm-up call, mean
+of the next five), which is how the figures in ANCHORS.md were taken. The dev machine is shared, so both sides are measured in
+alternating rounds and each layer keeps its best time over the rounds (min over rounds of the min
+over calls): a round disturbed by someone else's job does not count against either side.
+
+`prepacked` rows time convkit's forward with weights packed once by prepack_weights()
+(build/bench/bench_cpu_resnet50) against PyTorch's ordinary forward call.
+f64 rows also print GFLOP/s and the fraction of this machine's dgemm rate (2048^3, same threads).
+
+  /usr/bin/python3 bench/compare_torch_cpu.py --mb=1 --dirs=fwd,bwd_d,bwd_w --dts=f32 --tags=nhwc,nchw
+"""
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_DT = {"f32": torch.float32, "bf16": torch.bfloat16, "f64": torch.float64}
+
+
+def parse_batch(path):
+    """2D benchdnn descriptors of a batch file -> [(name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g)]."""
+    layers = []
+    for line in open(path):
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        name = re.search(r'n"([^"]*)"', line)
+        d = dict((k, int(v)) for k, v in re.findall(r"([a-z]+)(\d+)", re.sub(r'n"[^"]*"', "", line)))
+        ih = d.get("ih", d.get("iw"))
+        iw = d.get("iw", ih)
+        kh = d.get("kh", d.get("kw", 1))
+        kw = d.get("kw", kh)
+        sh = d.get("sh", d.get("sw", 1))
+        sw = d.get("sw", sh)
+        ph = d.get("ph", d.get("pw", 0))
+        pw = d.get("pw", ph)
+        layers.append((name.group(1) if name else line, d["ic"], d["oc"], ih, iw, kh, kw, sh, sw, ph, pw, d.get("g", 1)))
+    return layers
+
+
+def flops(layer, mb):
+    _, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
+    oh = (ih + 2 * ph - kh) // sh + 1
+    ow = (iw + 2 * pw - kw) // sw + 1
+    return 2.0 * mb * oc * (ic // g) * kh * kw * oh * ow
+
+
+def convkit_times(args, direction, dt, tag):
+    with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as f:
+        path = f.name
+    cmd = [args.convkit, "bench", "--mode=perf", "--engine=cpu", "--batch=" + args.batch, "--mb=%d" % args.mb,
+           "--dir=" + direction, "--dt=" + dt, "--tag=" + tag, "--csv=" + path, "--max-ms-per-prb=%g" % args.max_ms]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+    out = {}
+    for row in csv.DictReader(open(path)):
+        if row["status"] != "ok":
+            raise RuntimeError("convkit bench: %s %s %s %s: %s" % (row["name"], direction, dt, tag, row["status"]))
+        out[row["name"]] = float(row["time_min_ms"])
+    os.unlink(path)
+    return out
+
+
+def prepacked_times(args, dt, tag):
+    exe = os.path.join(os.path.dirname(args.convkit), "bench", "bench_cpu_resnet50")
+    cmd = [exe, "--mb=%d" % args.mb, "--benchmark_filter=^fwd/%s/%s/prepacked/" % (dt, tag), "--benchmark_format=csv"]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+    out = {}
+    rows = list(csv.reader(res.stdout.splitlines()))
+    header = next(r for r in rows if r and r[0] == "name")
+    col = header.index("min_ms")
+    for row in rows:
+        if row and row[0].strip('"').startswith("fwd/"):
+            out[row[0].strip('"').split("/")[4]] = float(row[col])
+    return out
+
+
+def best_of(fn, calls):
+    """(min, mean) over `calls` timed calls after one warm-up call, in ms. The mean is what
+    anchors/torch_cpu_resnet50.py reports; it includes PyTorch's second-call costs (its output
+    allocation falls outside malloc's cache until the mmap threshold adapts), which the min
+    does not."""
+    fn()
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1e3, sum(times) / len(times) * 1e3
+
+
+def torch_times(args, layers, direction, dt, tag):
+    out = {}
+    tdt = TORCH_DT[dt]
+    for layer in layers:
+        name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
+        x = torch.randn(args.mb, ic, ih, iw, dtype=tdt)
+        w = torch.randn(oc, ic // g, kh, kw, dtype=tdt)
+        b = torch.randn(oc, dtype=tdt)
+        if tag == "nhwc":
+            x = x.to(memory_format=torch.channels_last)
+            w = w.to(memory_format=torch.channels_last)
+        y = F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), groups=g)
+        gy = torch.randn_like(y)
+        if direction == "fwd":  # convkit's fwd is FWD_B: with bias
+            fn = lambda: F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), groups=g)
+        else:
+            mask = [True, False, False] if direction == "bwd_d" else [False, True, False]
+            fn = lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [sh, sw], [ph, pw], [1, 1], False, [0, 0],
+                                                             g, mask)
+        out[name] = best_of(fn, args.calls)
+    return out
+
+
+def dgemm_gflops(threads):
+    a = torch.randn(2048, 2048, dtype=torch.float64)
+    b = torch.randn(2048, 2048, dtype=torch.float64)
+    t = best_of(lambda: torch.mm(a, b), 3)[0]
+    return 2.0 * 2048 ** 3 / (t * 1e6)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--convkit", default=os.path.join(ROOT, "build", "convkit"))
+    ap.add_argument("--batch", default=os.path.join(ROOT, "inputs", "resnet_50"))
+    ap.add_argument("--mb", type=int, default=1)
+    ap.add_argument("--dirs", default="fwd,bwd_d,bwd_w")
+    ap.add_argument("--dts", default="f32,bf16,f64")
+    ap.add_argument("--tags", default="nhwc,nchw")
+    ap.add_argument("--prepacked", default="f32:nhwc,bf16:nhwc",
+                    help="dt:tag pairs that get a prepacked fwd row ('' for none)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating convkit/PyTorch rounds; best per layer")
+    ap.add_argument("--calls", type=int, default=5, help="timed PyTorch calls per layer per round")
+    ap.add_argument("--max-ms", type=float, default=100, help="convkit bench time budget per layer per round")
+    ap.add_argument("--csv", help="write one row per configuration")
+    ap.add_argument("--per-layer", action="store_true", help="also print each layer's times")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    layers = parse_batch(args.batch)
+    total_flops = sum(flops(l, args.mb) for l in layers)
+
+    configs = []
+    for d in args.dirs.split(","):
+        for dt in args.dts.split(","):
+            for tag in args.tags.split(","):
+                configs.append((d, dt, tag, False))
+    for pair in filter(None, args.prepacked.split(",")):
+        dt, tag = pair.split(":")
+        if "fwd" in args.dirs.split(",") and dt in args.dts.split(","):
+            configs.append(("fwd", dt, tag, True))
+
+    print("convkit %s vs PyTorch %s, %s, mb %d, %d threads, %d rounds, %d layers (%.2f GFLOP per direction)"
+          % (args.convkit, torch.__version__, os.path.basename(args.batch), args.mb, args.threads, args.rounds,
+             len(layers), total_flops / 1e9), flush=True)
+    dgemm = dgemm_gflops(args.threads) if "f64" in args.dts.split(",") else None
+    if dgemm:
+        print("dgemm 2048^3 through PyTorch (the system OpenBLAS): %.1f GFLOP/s" % dgemm, flush=True)
+
+    best_ck, best_pt, best_pt_mean = {}, {}, {}
+    for r in range(args.rounds):
+        for cfg in configs:
+            d, dt, tag, packed = cfg
+            ck = prepacked_times(args, dt, tag) if packed else convkit_times(args, d, dt, tag)
+            pt = torch_times(args, layers, d, dt, tag) if not packed or (d, dt, tag, False) not in configs else None
+            for name, t in ck.items():
+                best_ck.setdefault(cfg, {})[name] = min(best_ck.get(cfg, {}).get(name, float("inf")), t)
+            if pt:
+                for name, (tmin, tmean) in pt.items():
+                    best_pt.setdefault(cfg, {})[name] = min(best_pt.get(cfg, {}).get(name, float("inf")), tmin)
+                    best_pt_mean.setdefault(cfg, {})[name] = min(best_pt_mean.get(cfg, {}).get(name, float("inf")), tmean)
+        print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr, flush=True)
+
+    if args.per_layer:
+        for cfg in configs:
+            base = cfg if cfg in best_pt else (cfg[0], cfg[1], cfg[2], False)
+            print("%s %s %s %s:" % (cfg[0], cfg[1], cfg[2], "prepacked" if cfg[3] else "plain"))
+            for name, t in best_ck[cfg].items():
+                p = best_pt[base][name]
+                print("    %-14s convkit %8.3f  pytorch %8.3f  %6.2fx" % (name, t, p, p / t))
+    rows = []
+    print("%-6s %-5s %-5s %-10s %4s %11s %11s %7s %15s %9s %9s" % (
+        "dir", "dt", "tag", "variant", "mb", "convkit_ms", "pytorch_ms", "ratio", "pytorch_mean_ms", "ratio_mn", "GFLOP/s"))
+    for cfg in configs:
+        d, dt, tag, packed = cfg
+        ck = sum(best_ck[cfg].values())
+        base = cfg if cfg in best_pt else (d, dt, tag, False)
+        pt = sum(best_pt[base].values())
+        ptm = sum(best_pt_mean[base].values())
+        gf = total_flops / (ck * 1e6)
+        extra = " (%.0f%% of dgemm)" % (100 * gf / dgemm) if dt == "f64" and dgemm else ""
+        variant = "prepacked" if packed else "plain"
+        print("%-6s %-5s %-5s %-10s %4d %11.2f %11.2f %6.2fx %15.2f %8.2fx %9.1f%s" % (
+            d, dt, tag, variant, args.mb, ck, pt, pt / ck, ptm, ptm / ck, gf, extra), flush=True)
+        rows.append(dict(dir=d, dt=dt, tag=tag, variant=variant, mb=args.mb, convkit_ms=round(ck, 3),
+                         pytorch_ms=round(pt, 3), ratio=round(pt / ck, 3), pytorch_mean_ms=round(ptm, 3),
+                         ratio_mean=round(ptm / ck, 3), gflops=round(gf, 1)))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

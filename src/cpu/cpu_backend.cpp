@@ -1,0 +1,157 @@
+// The oneDNN CPU backend: convkit::core::make_cpu_backend(). It owns the process-wide plan cache
+// (one LRU of everything built per problem), turns oneDNN failures into convkit::Errors at the
+// boundary, applies the thread-count override, and dispatches f32/bf16 to oneDNN plans and f64 to
+// convkit's im2col + OpenBLAS path (oneDNN has no f64 convolutions).
+#include <omp.h>
+
+#include <atomic>
+#include <new>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "core/lru_cache.hpp"
+#include "cpu/cpu_internal.hpp"
+
+namespace convkit {
+namespace cpu {
+namespace {
+
+using core::ConvArgs;
+using core::ConvProblem;
+
+struct Plan {
+    std::shared_ptr<DnnlPlan> dnnl;
+    std::shared_ptr<F64Plan> f64;
+};
+
+using PlanCache = core::LruCache<ConvProblem, Plan, core::ConvProblemHash>;
+
+PlanCache& plan_cache() {
+    static PlanCache cache;  // capacity from CONVKIT_CACHE_CAPACITY
+    return cache;
+}
+
+std::atomic<int> g_threads{0};
+
+// Below this much work a convolution finishes on one thread before a second OpenMP thread would
+// have woken up (fork/join costs 2-10 us on the 2-core dev machine; 1 MFLOP is ~10-20 us of one
+// core), so tiny problems run serially. Plans are built per thread count, so the serial plan is
+// its own variant.
+constexpr double kSerialFlops = 1e6;
+
+class SerialScope {
+public:
+    explicit SerialScope(const ConvProblem& p) {
+        if (p.flops() < kSerialFlops && omp_get_max_threads() > 1) {
+            saved_ = omp_get_max_threads();
+            omp_set_num_threads(1);
+        }
+    }
+    ~SerialScope() {
+        if (saved_) omp_set_num_threads(saved_);
+    }
+    SerialScope(const SerialScope&) = delete;
+    SerialScope& operator=(const SerialScope&) = delete;
+
+private:
+    int saved_ = 0;
+};
+
+std::shared_ptr<Plan> get_plan(const ConvProblem& p) {
+    return plan_cache().get_or_create(p, [&p] {
+        auto plan = std::make_shared<Plan>();
+        if (p.dt == DType::f64)
+            plan->f64 = make_f64_plan(p);
+        else
+            plan->dnnl = make_dnnl_plan(p);
+        return plan;
+    });
+}
+
+// Runs `fn`, translating oneDNN and allocation failures into convkit::Errors.
+template <typename Fn> auto guarded(const ConvProblem& p, const char* what, Fn&& fn) -> decltype(fn()) {
+    try {
+        return fn();
+    } catch (const dnnl::error& e) {
+        if (e.status == dnnl_out_of_memory)
+            throw Error(ErrorKind::out_of_memory, std::string("cpu backend: ") + what + " " + p.str() +
+                                                      ": oneDNN ran out of memory: " + e.what());
+        throw Error(ErrorKind::backend, std::string("cpu backend: ") + what + " " + p.str() + ": " + e.what());
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorKind::out_of_memory,
+                    std::string("cpu backend: ") + what + " " + p.str() + ": out of host memory");
+    }
+}
+
+class CpuBackend final : public core::Backend {
+public:
+    Engine engine() const override { return Engine::cpu; }
+    DeviceType device_type() const override { return DeviceType::cpu; }
+
+    std::string check(const ConvProblem& p) const override {
+        if (!p.device.is_cpu()) return "the cpu engine runs host tensors only";
+        if (p.dt == DType::f16) return dnnl_f16_unsupported_reason();
+        return "";
+    }
+
+    Event execute(const ConvProblem& p, const ConvArgs& args, const Stream&, const std::vector<Event>& deps) override {
+        core::wait_all(deps);
+        apply_threads();
+        SerialScope serial(p);
+        return guarded(p, "running", [&] {
+            std::shared_ptr<Plan> plan = get_plan(p);
+            if (plan->f64) {
+                run_f64_plan(*plan->f64, p, args);
+                return Event();
+            }
+            return run_dnnl_plan(*plan->dnnl, p, args);
+        });
+    }
+
+    CacheStats cache_stats() const override { return plan_cache().stats(); }
+    void clear_cache() override { plan_cache().clear(); }
+
+    std::shared_ptr<void> prepack(const ConvProblem& p, const TensorView& weights) override {
+        if (p.dt == DType::f64) return nullptr;  // the f64 path reads plain weights
+        apply_threads();
+        SerialScope serial(p);
+        return guarded(p, "prepacking weights for", [&] {
+            // Pack for the plan the packed forward call will look up (the core marks such calls
+            // packed_weights with channels-first weights), so its layout is the one it reads.
+            ConvProblem packed = p;
+            packed.packed_weights = true;
+            packed.wei_layout = Layout::channels_first;
+            std::shared_ptr<Plan> plan = get_plan(packed);
+            return dnnl_prepack(*plan->dnnl, p, weights);
+        });
+    }
+
+    void set_num_threads(int n) override { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
+};
+
+}  // namespace
+
+int requested_threads() { return g_threads.load(std::memory_order_relaxed); }
+
+int apply_threads() {
+    const int n = requested_threads();
+    // omp_set_num_threads only sets the calling thread's ICV: threads other than the one that
+    // called convkit::set_num_threads pick the override up here.
+    if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
+    return omp_get_max_threads();
+}
+
+PlanInfo plan_info(const ConvProblem& p) {
+    apply_threads();
+    SerialScope serial(p);
+    return guarded(p, "planning", [&] {
+        std::shared_ptr<Plan> plan = get_plan(p);
+        return plan->f64 ? f64_plan_info(*plan->f64) : dnnl_plan_info(*plan->dnnl);
+    });
+}
+
+}  // namespace cpu
+
+namespace core {
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<cpu::CpuBackend>(); }
+}  // namespace core
+}  // namespace convkit

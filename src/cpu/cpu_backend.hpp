@@ -1,0 +1,35 @@
+// Internal view of the oneDNN CPU backend for tests and benchmarks: what a cached plan runs
+// (implementation names, layouts, whether the post-op chain is fused), so a test can assert that
+// no shape of interest lands on oneDNN's naive `ref` kernels. Not part of the public API.
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include "core/problem.hpp"
+
+namespace convkit::cpu {
+
+struct PlanInfo {
+    std::string impl;        // oneDNN impl_info_str of the convolution, or "f64:im2col+dgemm" etc.
+    std::string src_format;  // layouts the convolution primitive reads/writes (oneDNN tags)
+    std::string wei_format;
+    std::string dst_format;
+    std::string reorder_impls;    // impl names of the reorders on the call path, ';'-separated
+    int reorders = 0;             // reorder primitives run per call (weights included)
+    bool post_ops_fused = false;  // the whole chain runs inside oneDNN
+    bool own_epilogue = false;    // the chain runs in convkit's single fused pass
+    std::size_t workspace_bytes = 0;  // scratchpad + temporaries taken from the allocator per call
+};
+
+// Builds (or finds in the backend's cache) the plan for `p` at the current thread count.
+PlanInfo plan_info(const core::ConvProblem& p);
+inline std::string impl_name(const core::ConvProblem& p) { return plan_info(p).impl; }
+
+// The layout src/dst are handed to oneDNN in: the user's own (used in place), one of the two
+// plain layouts or the blocked one oneDNN prefers (`any`), through cached reorders.
+enum class ActLayout { user, channels_first, channels_last, any };
+// The layout a problem tries first (rules measured on ResNet-50, see docs/cpu.md);
+// CONVKIT_CPU_ACT_LAYOUT=user|nchw|nhwc|any forces one for experiments.
+ActLayout preferred_act_layout(const core::ConvProblem& p);
+
+}  // namespace convkit::cpu

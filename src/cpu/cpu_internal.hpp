@@ -1,0 +1,102 @@
+// Shared internals of the CPU backend: the post-op epilogue pass (used by the oneDNN path for
+// chains oneDNN cannot fuse and by the f64 path for everything), and the interfaces of the two
+// plan kinds (oneDNN f32/bf16, OpenBLAS f64) that cpu_backend.cpp caches and runs.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/backend.hpp"
+#include "cpu/cpu_backend.hpp"
+
+namespace convkit::cpu {
+
+// ---- bf16 scalar conversions, inline copies of convkit's (round to nearest even, NaN kept) ----
+inline float bf16_load(uint16_t v) {
+    uint32_t u = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+inline uint16_t bf16_store(float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return static_cast<uint16_t>(u >> 16);
+}
+
+// ---- Epilogue: bias + the whole post-op chain in one pass over dst ----
+//
+// The pass reads the convolution result `acc` (f32 for f32/bf16 dst, f64 for f64 dst), adds the
+// bias if given, applies every post-op in order (sum reads dst's old contents, binary ops read
+// their operands with broadcast) and writes dst once. It works on tiles (one image, a channel
+// range, a range of flattened spatial positions) so the f64 path can run it on each block while
+// the block is still in cache.
+struct EpilogueOperand {
+    const void* data = nullptr;
+    int64_t st_n = 0, st_c = 0, st_sp[3] = {0, 0, 0};  // element strides, 0 where broadcast
+    bool flat = true;      // spatial dims all broadcast or all dense: one stride over flattened sp
+    int64_t st_flat = 0;   // that stride
+};
+
+struct Epilogue {
+    const core::ConvProblem* p = nullptr;
+    DType dt = DType::f32;  // dst dtype
+    bool cl = false;        // dst (and acc) channels-last
+    int64_t C = 0, SP = 0;  // channels, flattened spatial size
+    int64_t sp_dims[3] = {1, 1, 1};  // spatial sizes, (d, h, w) padded with leading 1s
+    void* dst = nullptr;
+    const void* bias = nullptr;  // optional, dst dtype
+    int n_ops = 0;
+    EpilogueOperand ops[PostOps::max_ops];
+
+    // Binds the call's tensors; `post_ops` holds the binary operands (may be null if none).
+    void init(const core::ConvProblem& prob, void* dst_data, Layout dst_layout, const void* bias_data,
+              const PostOps* post_ops);
+    // The tile is image n, channels [c0, c1), flattened spatial positions [s0, s1); acc points at
+    // its element (c0, s0), acc(c, s) at acc + (c - c0) * acc_cs + (s - s0) * acc_ss, with stride 1
+    // along dst's inner dim (channels for channels-last, positions otherwise).
+    void tile_f32(int64_t n, int64_t c0, int64_t c1, int64_t s0, int64_t s1, const float* acc, int64_t acc_cs,
+                  int64_t acc_ss) const;
+    void tile_f64(int64_t n, int64_t c0, int64_t c1, int64_t s0, int64_t s1, const double* acc, int64_t acc_cs,
+                  int64_t acc_ss) const;
+    // Whole tensor, acc dense in dst's layout (may alias dst when no sum is in the chain), over
+    // OpenMP threads.
+    void run_all(const void* acc) const;
+};
+
+// ---- Per-call workspace: one allocator block split into the plan's regions ----
+struct Workspace {
+    core::Buffer buf;
+    char* base() const { return static_cast<char*>(buf.data()); }
+};
+
+// ---- Plans ----
+// A plan holds everything built for one problem. oneDNN primitives depend on the thread count
+// they were created under (their work split is fixed at creation), so the oneDNN plan keeps one
+// variant per thread count it has been run with.
+class DnnlPlan;
+class F64Plan;
+
+std::shared_ptr<DnnlPlan> make_dnnl_plan(const core::ConvProblem& p);
+Event run_dnnl_plan(DnnlPlan& plan, const core::ConvProblem& p, const core::ConvArgs& args);
+PlanInfo dnnl_plan_info(DnnlPlan& plan);
+// Weights (in the layout `p` describes) reordered into the layout the packed plan `plan` reads.
+std::shared_ptr<void> dnnl_prepack(DnnlPlan& plan, const core::ConvProblem& p, const TensorView& weights);
+// Empty if f16 convolutions run on oneDNN kernels here, else why not.
+std::string dnnl_f16_unsupported_reason();
+
+std::shared_ptr<F64Plan> make_f64_plan(const core::ConvProblem& p);
+void run_f64_plan(const F64Plan& plan, const core::ConvProblem& p, const core::ConvArgs& args);
+PlanInfo f64_plan_info(const F64Plan& plan);
+
+// Threads the backend runs with (0 = OpenMP's default); applied to the calling thread per call.
+int requested_threads();
+// Applies requested_threads() to the calling thread and returns the thread count in effect.
+int apply_threads();
+
+}  // namespace convkit::cpu
