@@ -25,9 +25,12 @@ struct Plan {
 
 using PlanCache = core::LruCache<ConvProblem, Plan, core::ConvProblemHash>;
 
+// Capacity from CONVKIT_CACHE_CAPACITY. Never destroyed: plans hold oneDNN primitives, whose
+// engine is another function-local static, and static destruction order across files is not
+// something to rely on at process exit.
 PlanCache& plan_cache() {
-    static PlanCache cache;  // capacity from CONVKIT_CACHE_CAPACITY
-    return cache;
+    static PlanCache* cache = new PlanCache();
+    return *cache;
 }
 
 std::atomic<int> g_threads{0};
