@@ -5,11 +5,14 @@
 //   build/bench/bench_cpu_resnet50 --benchmark_filter='f32/nhwc' [--mb=N]
 #include <benchmark/benchmark.h>
 
+#include "desc.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "convkit/convkit.hpp"
 
@@ -18,25 +21,17 @@ using namespace convkit;
 namespace {
 
 struct Layer {
-    const char* name;
+    std::string name;
     int64_t ic, oc, hw, k, stride, pad;
 };
 
-// The 23 distinct convolutions of ResNet-50 v1.5 (as inputs/resnet_50).
-const Layer kLayers[] = {
-    {"conv1", 3, 64, 224, 7, 2, 3},        {"res2_1x1a", 64, 64, 56, 1, 1, 0},
-    {"res2_3x3", 64, 64, 56, 3, 1, 1},     {"res2_1x1b", 64, 256, 56, 1, 1, 0},
-    {"res2_1x1c", 256, 64, 56, 1, 1, 0},   {"res3_1x1a", 256, 128, 56, 1, 1, 0},
-    {"res3_3x3s2", 128, 128, 56, 3, 2, 1}, {"res3_1x1b", 128, 512, 28, 1, 1, 0},
-    {"res3_ds", 256, 512, 56, 1, 2, 0},    {"res3_1x1c", 512, 128, 28, 1, 1, 0},
-    {"res3_3x3", 128, 128, 28, 3, 1, 1},   {"res4_1x1a", 512, 256, 28, 1, 1, 0},
-    {"res4_3x3s2", 256, 256, 28, 3, 2, 1}, {"res4_1x1b", 256, 1024, 14, 1, 1, 0},
-    {"res4_ds", 512, 1024, 28, 1, 2, 0},   {"res4_1x1c", 1024, 256, 14, 1, 1, 0},
-    {"res4_3x3", 256, 256, 14, 3, 1, 1},   {"res5_1x1a", 1024, 512, 14, 1, 1, 0},
-    {"res5_3x3s2", 512, 512, 14, 3, 2, 1}, {"res5_1x1b", 512, 2048, 7, 1, 1, 0},
-    {"res5_ds", 1024, 2048, 14, 1, 2, 0},  {"res5_1x1c", 2048, 512, 7, 1, 1, 0},
-    {"res5_3x3", 512, 512, 7, 3, 1, 1},
-};
+// The 23 distinct convolutions of ResNet-50 v1.5, from inputs/resnet_50 (square layers).
+std::vector<Layer> resnet50_layers() {
+    std::vector<Layer> out;
+    for (const auto& d : tools::read_batch_file(std::string(CONVKIT_SOURCE_DIR) + "/inputs/resnet_50"))
+        out.push_back({d.name, d.ic, d.oc, d.in[2], d.k[2], d.stride[2], d.pad_l[2]});
+    return out;
+}
 
 int64_t g_mb = 1;
 
@@ -91,7 +86,7 @@ int main(int argc, char** argv) {
     for (DType dt : {DType::f32, DType::bf16})
         for (Layout layout : {Layout::channels_last, Layout::channels_first})
             for (bool packed : {true, false})
-                for (const Layer& l : kLayers) {
+                for (const Layer& l : resnet50_layers()) {
                     const std::string name = std::string("fwd/") + to_string(dt) + "/" +
                                              (layout == Layout::channels_last ? "nhwc" : "nchw") + "/" +
                                              (packed ? "prepacked" : "plain_weights") + "/" + l.name;

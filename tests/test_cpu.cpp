@@ -6,6 +6,8 @@
 // XNNPACK's convolution-operator-tester.
 #include <gtest/gtest.h>
 
+#include "desc.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -487,35 +489,20 @@ core::ConvProblem problem(core::Direction dir, DType dt, Layout l, int64_t mb, i
     return p;
 }
 
-struct R50Layer {
-    const char* name;
-    int64_t ic, oc, hw, k, stride, pad;
-};
-
-const R50Layer kResNet50[] = {
-    {"conv1", 3, 64, 224, 7, 2, 3},        {"res2_1x1a", 64, 64, 56, 1, 1, 0},
-    {"res2_3x3", 64, 64, 56, 3, 1, 1},     {"res2_1x1b", 64, 256, 56, 1, 1, 0},
-    {"res2_1x1c", 256, 64, 56, 1, 1, 0},   {"res3_1x1a", 256, 128, 56, 1, 1, 0},
-    {"res3_3x3s2", 128, 128, 56, 3, 2, 1}, {"res3_1x1b", 128, 512, 28, 1, 1, 0},
-    {"res3_ds", 256, 512, 56, 1, 2, 0},    {"res3_1x1c", 512, 128, 28, 1, 1, 0},
-    {"res3_3x3", 128, 128, 28, 3, 1, 1},   {"res4_1x1a", 512, 256, 28, 1, 1, 0},
-    {"res4_3x3s2", 256, 256, 28, 3, 2, 1}, {"res4_1x1b", 256, 1024, 14, 1, 1, 0},
-    {"res4_ds", 512, 1024, 28, 1, 2, 0},   {"res4_1x1c", 1024, 256, 14, 1, 1, 0},
-    {"res4_3x3", 256, 256, 14, 3, 1, 1},   {"res5_1x1a", 1024, 512, 14, 1, 1, 0},
-    {"res5_3x3s2", 512, 512, 14, 3, 2, 1}, {"res5_1x1b", 512, 2048, 7, 1, 1, 0},
-    {"res5_ds", 1024, 2048, 14, 1, 2, 0},  {"res5_1x1c", 2048, 512, 7, 1, 1, 0},
-    {"res5_3x3", 512, 512, 7, 3, 1, 1},
-};
+// The ResNet-50 layers as the batch file lists them (tests/test_desc.cpp checks that file).
+std::vector<tools::ConvDesc> resnet50_layers() {
+    return tools::read_batch_file(std::string(CONVKIT_SOURCE_DIR) + "/inputs/resnet_50");
+}
 
 TEST(CpuPlans, ResNet50NeverRef) {
     for (DType dt : {DType::f32, DType::bf16})
         for (Layout l : {Layout::channels_last, Layout::channels_first})
             for (core::Direction dir : {core::Direction::fwd, core::Direction::bwd_d, core::Direction::bwd_w})
-                for (const auto& r : kResNet50) {
-                    core::ConvProblem p = problem(dir, dt, l, 1, r.ic, r.oc, r.hw, r.k, r.stride, r.pad,
+                for (const auto& r : resnet50_layers()) {
+                    core::ConvProblem p = problem(dir, dt, l, 1, r.ic, r.oc, r.in[2], r.k[2], r.stride[2], r.pad_l[2],
                                                   dir != core::Direction::bwd_d);
                     cpu::PlanInfo info = cpu::plan_info(p);
-                    const std::string what = std::string(r.name) + " " + p.str() + ": conv " + info.impl +
+                    const std::string what = r.name + " " + p.str() + ": conv " + info.impl +
                                              " (src " + info.src_format + ", wei " + info.wei_format + ", dst " +
                                              info.dst_format + "), reorders " + info.reorder_impls;
                     EXPECT_EQ(info.impl.find("ref"), std::string::npos) << what;
