@@ -15,6 +15,11 @@ over calls): a round disturbed by someone else's job does not count against eith
 f64 rows also print GFLOP/s and the fraction of this machine's dgemm rate (2048^3, same threads).
 
   /usr/bin/python3 bench/compare_torch_cpu.py --mb=1 --dirs=fwd,bwd_d,bwd_w --dts=f32 --tags=nhwc,nchw
+
+`--first-calls` prints instead the cost of first use: each layer's first call in a fresh process
+(plan build, reorders, kernel JIT on both sides) minus its steady time, summed over the layers.
+
+  /usr/bin/python3 bench/compare_torch_cpu.py --first-calls --dts=f32 --tags=nhwc
 """
 import argparse
 import csv
@@ -127,6 +132,102 @@ def torch_times(args, layers, direction, dt, tag):
     return out
 
 
+def convkit_first_calls(args, direction, dt, tag):
+    """{layer: (first_ms, steady_ms)} from one fresh `convkit bench` process: each layer's first
+    call (plan build, weight reorder, kernel JIT) and its best steady call."""
+    with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as f:
+        path = f.name
+    cmd = [args.convkit, "bench", "--mode=perf", "--engine=cpu", "--batch=" + args.batch, "--mb=%d" % args.mb,
+           "--dir=" + direction, "--dt=" + dt, "--tag=" + tag, "--csv=" + path, "--max-ms-per-prb=%g" % args.max_ms]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+    out = {row["name"]: (float(row["first_ms"]), float(row["time_min_ms"])) for row in csv.DictReader(open(path))}
+    os.unlink(path)
+    return out
+
+
+def torch_first_calls_worker(args, direction, dt, tag):
+    """Runs in a fresh interpreter: per layer, the first call of that shape, then the best of
+    args.calls steady calls; prints 'first <name> <first_ms> <steady_ms>' lines."""
+    torch.set_num_threads(args.threads)
+    tdt = TORCH_DT[dt]
+    for layer in parse_batch(args.batch):
+        name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
+        x = torch.randn(args.mb, ic, ih, iw, dtype=tdt)
+        w = torch.randn(oc, ic // g, kh, kw, dtype=tdt)
+        b = torch.randn(oc, dtype=tdt)
+        if tag == "nhwc":
+            x = x.to(memory_format=torch.channels_last)
+            w = w.to(memory_format=torch.channels_last)
+        oh = (ih + 2 * ph - kh) // sh + 1
+        ow = (iw + 2 * pw - kw) // sw + 1
+        gy = torch.randn(args.mb, oc, oh, ow, dtype=tdt)
+        if tag == "nhwc":
+            gy = gy.to(memory_format=torch.channels_last)
+        if direction == "fwd":
+            fn = lambda: F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), groups=g)
+        else:
+            mask = [True, False, False] if direction == "bwd_d" else [False, True, False]
+            fn = lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [sh, sw], [ph, pw], [1, 1], False, [0, 0],
+                                                             g, mask)
+        t = time.perf_counter()
+        fn()
+        first = (time.perf_counter() - t) * 1e3
+        steady = best_of(fn, args.calls)[0]
+        print("first %s %.4f %.4f" % (name, first, steady), flush=True)
+
+
+def torch_first_calls(args, direction, dt, tag):
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch-first-worker=%s:%s:%s" % (direction, dt, tag),
+           "--batch=" + args.batch, "--mb=%d" % args.mb, "--threads=%d" % args.threads, "--calls=%d" % args.calls]
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("first "):
+            _, name, first, steady = line.split()
+            out[name] = (float(first), float(steady))
+    return out
+
+
+def first_call_table(args, layers):
+    """Fresh processes on both sides (so every layer is seen for the first time), alternating
+    rounds; per layer the min over rounds of the first call and of the steady time. The cost of
+    first use is sum(first) - sum(steady)."""
+    configs = [(d, dt, tag) for d in args.dirs.split(",") for dt in args.dts.split(",") for tag in args.tags.split(",")]
+    best = {}
+    for r in range(args.rounds):
+        for cfg in configs:
+            for who, fn in (("convkit", convkit_first_calls), ("pytorch", torch_first_calls)):
+                for name, (f, st) in fn(args, *cfg).items():
+                    cur = best.setdefault((cfg, who), {}).get(name, (float("inf"), float("inf")))
+                    best[(cfg, who)][name] = (min(cur[0], f), min(cur[1], st))
+        print("round %d/%d done" % (r + 1, args.rounds), file=sys.stderr, flush=True)
+    print("%-6s %-5s %-5s %4s | %12s %12s %12s | %12s %12s %12s | %7s" % (
+        "dir", "dt", "tag", "mb", "ck_first_ms", "ck_steady_ms", "ck_extra_ms", "pt_first_ms", "pt_steady_ms",
+        "pt_extra_ms", "ratio"))
+    rows = []
+    for cfg in configs:
+        ck, pt = best[(cfg, "convkit")], best[(cfg, "pytorch")]
+        ckf, cks = sum(v[0] for v in ck.values()), sum(v[1] for v in ck.values())
+        ptf, pts = sum(v[0] for v in pt.values()), sum(v[1] for v in pt.values())
+        print("%-6s %-5s %-5s %4d | %12.2f %12.2f %12.2f | %12.2f %12.2f %12.2f | %6.2fx" % (
+            cfg[0], cfg[1], cfg[2], args.mb, ckf, cks, ckf - cks, ptf, pts, ptf - pts, (ptf - pts) / (ckf - cks)),
+            flush=True)
+        rows.append(dict(dir=cfg[0], dt=cfg[1], tag=cfg[2], mb=args.mb, convkit_first_ms=round(ckf, 3),
+                         convkit_steady_ms=round(cks, 3), pytorch_first_ms=round(ptf, 3),
+                         pytorch_steady_ms=round(pts, 3)))
+    if args.per_layer:
+        for cfg in configs:
+            print("%s %s %s first calls (ms):" % cfg)
+            for name in best[(cfg, "convkit")]:
+                print("    %-14s convkit %8.3f  pytorch %8.3f" % (name, best[(cfg, "convkit")][name][0],
+                                                                best[(cfg, "pytorch")][name][0]))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+
+
 def dgemm_gflops(threads):
     a = torch.randn(2048, 2048, dtype=torch.float64)
     b = torch.randn(2048, 2048, dtype=torch.float64)
@@ -150,9 +251,18 @@ def main():
     ap.add_argument("--max-ms", type=float, default=100, help="convkit bench time budget per layer per round")
     ap.add_argument("--csv", help="write one row per configuration")
     ap.add_argument("--per-layer", action="store_true", help="also print each layer's times")
+    ap.add_argument("--first-calls", action="store_true",
+                    help="instead: the cost of each layer's first call (fresh processes), beside PyTorch's")
+    ap.add_argument("--torch-first-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.torch_first_worker:
+        torch_first_calls_worker(args, *args.torch_first_worker.split(":"))
+        return
     layers = parse_batch(args.batch)
+    if args.first_calls:
+        first_call_table(args, layers)
+        return
     total_flops = sum(flops(l, args.mb) for l in layers)
 
     configs = []

@@ -12,12 +12,22 @@
 //   conv       a single convolution node (pre-compiled engines), then at most one kernel of ours:
 //              the epilogue (bias + the whole post-op chain) or the bias-gradient reduction. With a
 //              `sum` post-op the convolution writes a temporary, as the epilogue reads the old dst.
-//              f16/bf16 with bias and no post-ops: the bias is broadcast into dst first and the
-//              convolution runs with beta = 1, so dst is rounded once, as the reference does (conv
-//              then epilogue rounds twice: up to 2 ulps off, beyond bf16's 1-ulp tolerance in
-//              `convkit bench`). With post-ops the rounding of conv + bias would only move before
-//              the chain, where sqrt or log magnify it (measured: 0.025 vs 0.02 on sub+abs+sqrt),
-//              so chains keep conv, then bias + chain in f32 in the epilogue.
+//              A 16-bit forward with bias or post-ops must round dst once, as the reference does
+//              (conv, then the epilogue, rounds twice: 2 ulps off, beyond bf16's 1-ulp tolerance).
+//              In order of preference:
+//   acc32      the convolution writes an f32 temporary and the epilogue rounds once (not with
+//              unequal native paddings: an engine then left elements of an f32 result unwritten).
+//   wide       when every engine refuses an f32 result: src and weights are widened to f32
+//              temporaries and an f32 plan with TF32 allowed runs (exact products: bf16 and f16
+//              values fit TF32's 11 significant bits; f32 sums), then the epilogue rounds once.
+//              Also small 16-bit backward-weights (<= wide_bwd_w_max_macs()): cuDNN's 16-bit
+//              engine for a grouped, strided, dilated 3D layer came out 6 bf16 ulps off an
+//              f32-accumulated result (rounded partial sums). Larger backward-weights keep the
+//              16-bit engines: an f32 result there ran 2-6x slower (H100, ResNet-50 mb 32).
+//   plain      conv, then the epilogue (two roundings), if nothing above is accepted.
+//              CONVKIT_CUDA_ACC32=0 and CONVKIT_CUDA_WIDE=0 turn them off. (Earlier a bias
+//              prefill with beta = 1 was tried; engines blend after rounding, so res3_ds NCHW
+//              still came out 2 ulps off: removed.)
 //   padded     as conv, for asymmetric padding that no engine accepts: the input (forward,
 //              backward-weights) is copied into a zero-padded temporary, or the backward-data result
 //              is computed padded and cropped.
@@ -67,10 +77,32 @@ bool env_flag(const char* name) {
     return v && *v && std::strcmp(v, "0") != 0;
 }
 
-// CONVKIT_CUDA_BIAS_PREFILL=0 turns the 16-bit bias prefill off (conv, then bias in the epilogue).
-bool bias_prefill_enabled() {
+// CONVKIT_CUDA_ACC32=0 turns off the f32 convolution result for 16-bit problems that need a pass
+// of ours after the convolution (see "acc32" at the top of the file).
+bool acc32_enabled() {
     static const bool on = [] {
-        const char* v = std::getenv("CONVKIT_CUDA_BIAS_PREFILL");
+        const char* v = std::getenv("CONVKIT_CUDA_ACC32");
+        return !(v && std::strcmp(v, "0") == 0);
+    }();
+    return on;
+}
+
+// CONVKIT_CUDA_WIDE=0 turns off the widened (f32, TF32) convolution for 16-bit problems whose
+// engines refuse an f32 result (see "wide" at the top of the file).
+// Backward-weights takes the widened plan only up to this many multiply-adds (default 2^24,
+// CONVKIT_CUDA_WIDE_BWD_W_MAX_MACS): there it costs little, while on ResNet-50's layers the f32
+// (TF32) engines run 1.5-6x slower than the 16-bit ones, which met every tolerance there.
+int64_t wide_bwd_w_max_macs() {
+    static const int64_t v = [] {
+        const char* e = std::getenv("CONVKIT_CUDA_WIDE_BWD_W_MAX_MACS");
+        return e && *e ? std::atoll(e) : int64_t{1} << 24;
+    }();
+    return v;
+}
+
+bool wide_enabled() {
+    static const bool on = [] {
+        const char* v = std::getenv("CONVKIT_CUDA_WIDE");
         return !(v && std::strcmp(v, "0") == 0);
     }();
     return on;
@@ -190,7 +222,9 @@ struct Plan {
     ErrorKind error_kind = ErrorKind::unsupported;
 
     bool fused = false, padded = false, conv_to_temp = false, epilogue = false, bias_grad = false, direct = false;
-    bool bias_prefill = false;  // bias broadcast into dst, then the convolution with beta = 1
+    bool acc32 = false;         // 16-bit: the convolution writes an f32 temporary, rounded once by us
+    std::shared_ptr<Plan> wide;  // 16-bit: the f32 (TF32) plan run on widened copies of the inputs
+    core::ConvProblem wide_problem;
     bool autotuned = false, from_tune_file = false;
     Graph graph;
     Desc plan;
@@ -420,7 +454,9 @@ std::string tune_key(const ConvProblem& p, const char* variant, int64_t alignmen
 std::size_t span_bytes(const TensorSpec& t, DType dt) {
     int64_t last = 0;
     for (std::size_t i = 0; i < t.dims.size(); ++i) last += (t.dims[i] - 1) * t.strides[i];
-    return static_cast<std::size_t>(last + 1) * dtype_size(dt);
+    // A tensor may be wider than the problem's dtype (acc32's f32 result of a 16-bit problem).
+    const std::size_t es = t.dtype == CUDNN_DATA_FLOAT ? std::max<std::size_t>(4, dtype_size(dt)) : dtype_size(dt);
+    return static_cast<std::size_t>(last + 1) * es;
 }
 
 struct Choice {
@@ -713,25 +749,54 @@ std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnn
             }
         }
     }
-    // 2. A convolution node alone, with native padding, then explicit padding if that fails; for
-    //    16-bit forward problems with a bias and no post-ops, first with the bias prefilled
-    //    (beta = 1); engines that refuse beta = 1 leave the conv + epilogue plan.
-    const bool prefill_wanted = !plan->fused && p.dir == Direction::fwd && p.with_bias && p.n_post_ops == 0 &&
-                                (p.dt == DType::f16 || p.dt == DType::bf16) && bias_prefill_enabled();
+    // 2. A convolution node alone, with native padding, then explicit padding if that fails. For
+    //    16-bit problems, first the variants that round the result once (acc32, wide; see the
+    //    top of the file), else an f32 result for our epilogue or conversion
+    //    (forward with bias or post-ops, backward-weights); engines that refuse those leave the
+    //    plain convolution.
+    const bool half = p.dt == DType::f16 || p.dt == DType::bf16;
+    const bool needs_pass = p.dir == Direction::fwd && (p.with_bias || p.n_post_ops > 0);
+    const bool acc32_wanted = !plan->fused && half && needs_pass && acc32_enabled();
+    const bool wide_wanted = !plan->fused && half && wide_enabled() &&
+                             (needs_pass || (p.dir == Direction::bwd_w && macs(p) <= static_cast<double>(wide_bwd_w_max_macs())));
     if (!plan->fused) {
-        for (int attempt = 0; attempt < 4 && !plan->plan; ++attempt) {
-            const bool prefill = attempt < 2,
+        // Kinds in order: 0 acc32, 1 wide, 2 plain; two paddings each (native first, unless
+        // explicit is preferred).
+        for (int attempt = 0; attempt < 6 && !plan->plan; ++attempt) {
+            const int kind = attempt / 2;
+            if (kind == 1) {
+                if (attempt == 3 || !wide_wanted) continue;
+                ConvProblem q = p;
+                q.dt = DType::f32;
+                q.allow_tf32 = true;
+                q.with_bias = false;
+                q.n_post_ops = 0;
+                std::shared_ptr<Plan> sub = build_plain_plan(q, aligned, h);
+                if (sub->error.empty()) {
+                    plan->wide = std::move(sub);
+                    plan->wide_problem = q;
+                    plan->engine_name = "widened to f32: " + plan->wide->engine_name;
+                    break;
+                }
+                why = sub->error;
+                continue;
+            }
+            const bool acc32 = kind == 0,
                        padded = (attempt % 2 == 1) != (asymmetric(p) && prefer_explicit_padding(p));
-            if (prefill && !prefill_wanted) continue;
+            if (acc32 && !acc32_wanted) continue;
             if (padded && !asymmetric(p)) continue;
+            // An f32 result with unequal native paddings: an engine accepted bf16 backward-weights
+            // NCHW pads 1/0, 0/2 and left elements unwritten (H100, cuDNN 9.19): explicit only.
+            if (acc32 && asymmetric(p) && !padded) continue;
             GraphSpec g = conv_spec(p, padded, alignment);
-            if (prefill) g.beta = 1;
+            if (acc32) g.y.dtype = CUDNN_DATA_FLOAT;
             try {
                 Graph graph = build_graph(h, g);
-                const char* variant = padded ? (prefill ? "padded+beta" : "padded") : (prefill ? "conv+beta" : "conv");
-                Choice c = choose(p, g, graph.graph, variant, h, &why);
+                std::string variant = padded ? "padded" : "conv";
+                if (acc32) variant += "+acc32";
+                Choice c = choose(p, g, graph.graph, variant.c_str(), h, &why);
                 if (!c.plan) continue;
-                plan->bias_prefill = prefill;
+                plan->acc32 = acc32;
                 plan->padded = padded;
                 plan->graph = std::move(graph);
                 plan->plan = std::move(c.plan);
@@ -742,6 +807,7 @@ std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnn
                 plan->uids = graph_uids(g);
                 // x is src (fwd, bwd_w) or diff_src (bwd_d): the padded temporary either way.
                 plan->slots = {padded ? kPaddedSrc : kSrc, kWei, kDst};
+                if (acc32) plan->slots[p.dir == Direction::bwd_w ? 1 : 2] = kConvTemp;
                 if (padded) {
                     const TensorSpec& x = g.x;  // N, C, [1,] spatial...
                     // Back to convkit's rank: drop the unit H inserted for 1D.
@@ -767,25 +833,40 @@ std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnn
             }
         }
     }
-    if (!plan->plan) {
+    if (!plan->plan && !plan->wide) {
         plan->error = "no cuDNN engine runs " + p.str() + (why.empty() ? "" : ": " + why);
         return plan;
     }
-    plan->workspace = plan_workspace(plan->plan);
-    if (plan->bias_prefill) {
-        plan->engine_name += " (bias prefilled, beta 1)";
-        fill_epilogue_template(p, &plan->epi);  // the bias broadcast's shape and layout
-    }
-    // With the bias prefilled (no post-ops then), no epilogue.
-    if (!plan->fused && p.dir == Direction::fwd && ((p.with_bias && !plan->bias_prefill) || p.n_post_ops > 0)) {
+    if (plan->plan) plan->workspace = plan_workspace(plan->plan);
+    if (plan->acc32 || plan->wide) plan->engine_name += " (f32 result)";
+    if (!plan->fused && p.dir == Direction::fwd && (p.with_bias || p.n_post_ops > 0)) {
         plan->epilogue = true;
-        plan->conv_to_temp = p.has_sum();
+        plan->conv_to_temp = p.has_sum() || plan->acc32;
         if (plan->conv_to_temp) {
             plan->slots[2] = kConvTemp;
-            plan->temp_bytes = static_cast<std::size_t>(p.mb) * static_cast<std::size_t>(p.oc) * dtype_size(p.dt);
+            plan->temp_bytes = static_cast<std::size_t>(p.mb) * static_cast<std::size_t>(p.oc) *
+                               (plan->acc32 ? sizeof(float) : dtype_size(p.dt));
             for (int i = 0; i < p.nsp; ++i) plan->temp_bytes *= static_cast<std::size_t>(p.out[i]);
         }
         fill_epilogue_template(p, &plan->epi);
+        plan->epi.in_f32 = plan->acc32 || plan->wide;
+        if (plan->wide) plan->conv_to_temp = false;  // run_wide has its own f32 result
+    }
+    if (plan->wide && p.dir == Direction::bwd_w) {
+        // diff_weights in f32, converted by the epilogue kernel with no ops (element order is the
+        // same on both sides: dense in the user's weight layout).
+        plan->conv_to_temp = true;
+        Dims wd = p.wei_dims();
+        plan->temp_bytes = sizeof(float);
+        for (int64_t d : wd) plan->temp_bytes *= static_cast<std::size_t>(d);
+        EpilogueArgs& e = plan->epi;
+        e.dt = p.dt;
+        e.rank = wd.rank();
+        e.channels_last = p.wei_layout == Layout::channels_last;
+        for (int i = 0; i < kMaxRank; ++i) e.sizes[i] = i < wd.rank() ? wd[i] : 1;
+        e.n_ops = 0;
+        e.n_operands = 0;
+        e.in_f32 = true;
     }
     plan->bias_grad = p.dir == Direction::bwd_w && p.with_bias;
     auto& cnt = counters();
@@ -862,6 +943,22 @@ void run_direct(const ConvProblem& p, const ConvArgs& a, const Plan& plan, cudaS
     launch_direct_conv(d, epilogue_args(plan, a), s);
 }
 
+// diff_bias from diff_dst (our deterministic reduction), enqueued on `s`.
+void run_bias_grad(const ConvProblem& p, const ConvArgs& a, cudaStream_t s) {
+    BiasGradArgs b;
+    b.dt = p.dt;
+    b.n = p.mb;
+    b.c = p.oc;
+    for (int i = 0; i < p.nsp; ++i) b.s *= p.out[i];
+    b.channels_last = p.dst_layout == Layout::channels_last;
+    b.diff_dst = a.dst.data;
+    b.diff_bias = a.bias.data;
+    b.bias_stride = a.bias.strides[0];
+    core::Buffer partial = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");
+    b.partial = partial.data();
+    launch_bias_grad(b, s);
+}
+
 // One cuDNN plan (conv, fused or padded) and the kernels of ours around it, enqueued on `s`.
 void run_cudnn(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t s) {
     HandleLease h(p.device.index);
@@ -902,17 +999,6 @@ void run_cudnn(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t
             plan.vp = make_variant_pack(plan.uids, data, ws.data());
             plan.vp_ptrs = ptrs;
         }
-        if (plan.bias_prefill) {
-            // dst = bias[c] everywhere: the convolution (beta = 1) then adds its accumulator to it.
-            EpilogueArgs b = plan.epi;
-            b.in = nullptr;
-            b.out = a.dst.data;
-            b.bias = a.bias.data;
-            b.bias_stride = a.bias.strides[0];
-            b.n_ops = 0;
-            b.n_operands = 0;
-            launch_epilogue(b, s);
-        }
         check_cudnn(cudnnBackendExecute(h.get(), plan.plan.get(), plan.vp.get()), "cudnnBackendExecute");
     }
 
@@ -921,23 +1007,9 @@ void run_cudnn(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t
     if (plan.epilogue) {
         EpilogueArgs e = epilogue_args(plan, a);
         e.in = plan.conv_to_temp ? temp.data() : a.dst.data;
-        if (plan.bias_prefill) e.bias = nullptr;  // already in dst
         launch_epilogue(e, s);
     }
-    if (plan.bias_grad) {
-        BiasGradArgs b;
-        b.dt = p.dt;
-        b.n = p.mb;
-        b.c = p.oc;
-        for (int i = 0; i < p.nsp; ++i) b.s *= p.out[i];
-        b.channels_last = p.dst_layout == Layout::channels_last;
-        b.diff_dst = a.dst.data;
-        b.diff_bias = a.bias.data;
-        b.bias_stride = a.bias.strides[0];
-        core::Buffer partial = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");
-        b.partial = partial.data();
-        launch_bias_grad(b, s);
-    }
+    if (plan.bias_grad) run_bias_grad(p, a, s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1004,8 +1076,42 @@ void run_split(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t
     }
 }
 
+// A 16-bit problem on the f32 plan: widen the inputs, run, round the f32 result once into the
+// user's output (forward: bias and post-ops too).
+void run_wide(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t s) {
+    auto widened = [&](const TensorView& t, core::Buffer* buf, bool fill, const char* what) {
+        const int64_t n = t.numel();
+        *buf = make_buffer(p.device, static_cast<std::size_t>(n) * sizeof(float), s, what);
+        if (fill) launch_widen(static_cast<float*>(buf->data()), t.data, t.dtype, n, s);
+        TensorView v = t;  // same sizes and strides (dense), f32 elements
+        v.data = buf->data();
+        v.dtype = DType::f32;
+        return v;
+    };
+    const bool fwd = p.dir == Direction::fwd;
+    core::Buffer x, w, y;
+    ConvArgs wa;
+    wa.src = widened(a.src, &x, true, "f32 copy of src");
+    wa.weights = widened(a.weights, &w, fwd, fwd ? "f32 copy of the weights" : "f32 diff_weights");
+    wa.dst = widened(a.dst, &y, !fwd, fwd ? "f32 convolution result" : "f32 copy of diff_dst");
+    run_plan(plan.wide_problem, *plan.wide, wa, s);
+    if (fwd) {
+        EpilogueArgs e = epilogue_args(plan, a);
+        e.in = y.data();
+        e.in_f32 = true;
+        launch_epilogue(e, s);
+    } else {
+        EpilogueArgs e = plan.epi;
+        e.in = w.data();
+        e.out = a.weights.data;
+        launch_epilogue(e, s);
+        if (plan.bias_grad) run_bias_grad(p, a, s);
+    }
+}
+
 void run_plan(const ConvProblem& p, Plan& plan, const ConvArgs& a, cudaStream_t s) {
     if (plan.direct) run_direct(p, a, plan, s);
+    else if (plan.wide) run_wide(p, plan, a, s);
     else if (plan.split) run_split(p, plan, a, s);
     else run_cudnn(p, plan, a, s);
 }

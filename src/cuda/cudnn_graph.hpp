@@ -70,9 +70,7 @@ struct GraphSpec {
     TensorSpec x, w, y;           // for bwd_d, x is diff_src; for bwd_w, w is diff_weights
     std::vector<int64_t> pre_pad, post_pad, stride, dilation;
     std::vector<PointwiseSpec> epilogue;  // forward only; empty = a single convolution node
-    // Forward only: y = conv(x, w) + beta * y. 1 when the bias was written into y beforehand, so
-    // that the engine adds it to its f32 accumulator and rounds a 16-bit y once (see backend.cpp).
-    double beta = 0;
+    double beta = 0;  // forward only: y = conv(x, w) + beta * y (convkit uses 0)
     int64_t alignment = 16;
 };
 

@@ -156,7 +156,9 @@ __global__ void epilogue_kernel(const EpilogueArgs a, int64_t numel, int64_t spa
         int64_t coord[kMaxRank] = {0, 0, 0, 0, 0};
         if (a.n_operands > 0) coords_of(a, i, coord);
         else if (a.bias) coord[1] = a.channels_last ? i % C : (i / spatial) % C;
-        out[i] = Tr::store(apply_chain<T, A>(a, in ? Tr::load(in[i]) : A(0), i, coord));
+        A x = A(0);
+        if (in) x = a.in_f32 ? A(static_cast<const float*>(a.in)[i]) : Tr::load(in[i]);
+        out[i] = Tr::store(apply_chain<T, A>(a, x, i, coord));
     }
 }
 
@@ -325,6 +327,28 @@ __global__ void spin_kernel(long long cycles) {
 }
 
 }  // namespace
+
+template <typename T>
+__global__ void widen_kernel(float* dst, const T* src, int64_t n) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        dst[i] = static_cast<float>(Io<T>::load(src[i]));
+}
+
+void launch_widen(float* dst, const void* src, DType src_dt, int64_t n, void* stream) {
+    if (n == 0) return;
+    auto s = static_cast<cudaStream_t>(stream);
+    const int threads = 256, grid = grid_for(n, threads);
+    switch (src_dt) {
+        case DType::f32: widen_kernel<float><<<grid, threads, 0, s>>>(dst, static_cast<const float*>(src), n); break;
+        case DType::f64: widen_kernel<double><<<grid, threads, 0, s>>>(dst, static_cast<const double*>(src), n); break;
+        case DType::f16: widen_kernel<__half><<<grid, threads, 0, s>>>(dst, static_cast<const __half*>(src), n); break;
+        case DType::bf16:
+            widen_kernel<__nv_bfloat16><<<grid, threads, 0, s>>>(dst, static_cast<const __nv_bfloat16*>(src), n);
+            break;
+    }
+    check_cuda(cudaGetLastError(), "widen kernel launch");
+}
 
 void launch_epilogue(const EpilogueArgs& a, void* stream) {
     int64_t numel = 1, spatial = 1;

@@ -30,6 +30,7 @@ struct EpilogueArgs {
     bool channels_last = false;
     int64_t sizes[kMaxRank] = {1, 1, 1, 1, 1};  // logical N, C, spatial...
     const void* in = nullptr;
+    bool in_f32 = false;  // `in` holds f32 (a 16-bit problem's convolution result before its one rounding)
     const void* prior = nullptr;
     void* out = nullptr;
     const void* bias = nullptr;
@@ -76,6 +77,9 @@ void launch_copy_window(void* dst, const int64_t* dst_strides, const void* src, 
 // dst[idx] = 0 for idx over `sizes` (5-D) through `dst_strides` (elements): the diff_src positions
 // that no kernel tap reaches in a phase-split backward-data (e.g. odd rows of a 1x1 stride-2 layer).
 void launch_zero_window(void* dst, const int64_t* dst_strides, const int64_t* sizes, int elem_size, void* stream);
+
+// dst[i] = float(src[i]) for i < n: a 16-bit (or f32) tensor widened to f32, memory order.
+void launch_widen(float* dst, const void* src, DType src_dt, int64_t n, void* stream);
 
 void launch_spin(void* stream, double ms, int clock_khz);
 

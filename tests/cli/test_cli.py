@@ -161,10 +161,15 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         with open(csv) as f:
             rows = f.read().splitlines()
-        self.assertEqual(rows[0], "name,dir,dt,tag,mb,descriptor,status,time_min_ms,time_med_ms,gflops")
+        self.assertEqual(rows[0], "name,dir,dt,tag,mb,descriptor,status,time_min_ms,time_med_ms,gflops,first_ms")
         self.assertEqual(len(rows), 1 + 3 * 2 * 2)
         for row in rows[1:]:
             self.assertIn(",ok,", row)
+            # The first call includes building the plan, so it is a real time, and no faster
+            # than the best steady call by more than timer noise.
+            t_min, first = float(row.split(",")[-4]), float(row.split(",")[-1])
+            self.assertGreater(first, 0)
+            self.assertGreater(first, 0.5 * t_min)
 
 
 if __name__ == "__main__":
