@@ -1119,10 +1119,13 @@ ActLayout preferred_act_layout(const ConvProblem& p) {
     int64_t ks = 1, os = 1;
     for (int i = 0; i < p.nsp; ++i) ks *= p.k[i], os *= p.out[i];
     if (p.src_layout == Layout::channels_last && p.dst_layout == Layout::channels_last) {
-        // Channels-last tensors are used in place, except backward data with very few input
+        // Channels-last tensors are used in place, except f32 backward data with very few input
         // channels (a network's first layer, ic 3): oneDNN's nhwc kernels run that at ~70
-        // GFLOP/s, its gemm kernels on nchw ~170, which repays two reorders.
-        if (p.dir == Direction::bwd_d && ks > 1 && p.ic < 8) return ActLayout::channels_first;
+        // GFLOP/s, its gemm kernels on nchw ~150 (conv1: 3.4 -> 1.6 ms), which repays two
+        // reorders. The price is the first execution's lazy sgemm kernel generation (~48 ms once
+        // per process). In bf16 the gemm path gains little (conv1 1.5-2.2 vs 2.0-2.2 ms) for a
+        // 70 ms first call, so bf16 stays in place.
+        if (p.dir == Direction::bwd_d && p.dt == DType::f32 && ks > 1 && p.ic < 8) return ActLayout::channels_first;
         // oneDNN 2.6's jit_bf16 backward weights computes grouped 3D channels-last problems
         // wrong when the depth windows run into end padding (found by the PyTorch oracle); its
         // blocked-layout kernels get them right.
