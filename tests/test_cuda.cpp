@@ -878,7 +878,7 @@ TEST(TorchCheck, Dump) {
     std::ofstream manifest(out + "/manifest.txt");
     set_allow_tf32(false);
     int n = 0;
-    for (const char* batch : {"inputs/resnet_50", "inputs/mobilenet_v2_dw"}) {
+    for (const char* batch : {"inputs/resnet_50", "inputs/mobilenet_v1", "inputs/mobilenet_v2"}) {
         // The build's source path, or the working directory (the GPU machine runs a copied tree).
         std::string path = std::string(CONVKIT_SOURCE_DIR) + "/" + batch;
         if (!std::ifstream(path).good()) path = batch;
