@@ -109,25 +109,31 @@ def best_of(fn, calls):
     return min(times) * 1e3, sum(times) / len(times) * 1e3
 
 
+def torch_call(layer, mb, tdt, tag, direction):
+    """(name, fn): one PyTorch call of `layer` in `direction` on fresh random tensors in the user
+    layout `tag`. Nothing runs the shape before fn does (diff_dst is made, not computed), so the
+    first fn() is that shape's first call. convkit's fwd is FWD_B, so PyTorch's gets the bias too."""
+    name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
+    oh = (ih + 2 * ph - kh) // sh + 1
+    ow = (iw + 2 * pw - kw) // sw + 1
+    x = torch.randn(mb, ic, ih, iw, dtype=tdt)
+    w = torch.randn(oc, ic // g, kh, kw, dtype=tdt)
+    b = torch.randn(oc, dtype=tdt)
+    gy = torch.randn(mb, oc, oh, ow, dtype=tdt)
+    if tag == "nhwc":
+        x, w, gy = (t.to(memory_format=torch.channels_last) for t in (x, w, gy))
+    if direction == "fwd":
+        return name, lambda: F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), groups=g)
+    mask = [True, False, False] if direction == "bwd_d" else [False, True, False]
+    return name, lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [sh, sw], [ph, pw], [1, 1], False, [0, 0],
+                                                             g, mask)
+
+
 def torch_times(args, layers, direction, dt, tag):
     out = {}
     tdt = TORCH_DT[dt]
     for layer in layers:
-        name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
-        x = torch.randn(args.mb, ic, ih, iw, dtype=tdt)
-        w = torch.randn(oc, ic // g, kh, kw, dtype=tdt)
-        b = torch.randn(oc, dtype=tdt)
-        if tag == "nhwc":
-            x = x.to(memory_format=torch.channels_last)
-            w = w.to(memory_format=torch.channels_last)
-        y = F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), groups=g)
-        gy = torch.randn_like(y)
-        if direction == "fwd":  # convkit's fwd is FWD_B: with bias
-            fn = lambda: F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), groups=g)
-        else:
-            mask = [True, False, False] if direction == "bwd_d" else [False, True, False]
-            fn = lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [sh, sw], [ph, pw], [1, 1], False, [0, 0],
-                                                             g, mask)
+        name, fn = torch_call(layer, args.mb, tdt, tag, direction)
         out[name] = best_of(fn, args.calls)
     return out
 
@@ -151,24 +157,7 @@ def torch_first_calls_worker(args, direction, dt, tag):
     torch.set_num_threads(args.threads)
     tdt = TORCH_DT[dt]
     for layer in parse_batch(args.batch):
-        name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
-        x = torch.randn(args.mb, ic, ih, iw, dtype=tdt)
-        w = torch.randn(oc, ic // g, kh, kw, dtype=tdt)
-        b = torch.randn(oc, dtype=tdt)
-        if tag == "nhwc":
-            x = x.to(memory_format=torch.channels_last)
-            w = w.to(memory_format=torch.channels_last)
-        oh = (ih + 2 * ph - kh) // sh + 1
-        ow = (iw + 2 * pw - kw) // sw + 1
-        gy = torch.randn(args.mb, oc, oh, ow, dtype=tdt)
-        if tag == "nhwc":
-            gy = gy.to(memory_format=torch.channels_last)
-        if direction == "fwd":
-            fn = lambda: F.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), groups=g)
-        else:
-            mask = [True, False, False] if direction == "bwd_d" else [False, True, False]
-            fn = lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [sh, sw], [ph, pw], [1, 1], False, [0, 0],
-                                                             g, mask)
+        name, fn = torch_call(layer, args.mb, tdt, tag, direction)
         t = time.perf_counter()
         fn()
         first = (time.perf_counter() - t) * 1e3
