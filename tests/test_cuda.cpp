@@ -878,12 +878,15 @@ TEST(TorchCheck, Dump) {
     std::ofstream manifest(out + "/manifest.txt");
     set_allow_tf32(false);
     int n = 0;
-    for (const char* batch : {"inputs/resnet_50", "inputs/mobilenet_v1", "inputs/mobilenet_v2"}) {
+    // U-Net at mb 1 (its layers are large: ~6 GB of .npy files in all).
+    const std::pair<const char*, int64_t> batches[] = {
+        {"inputs/resnet_50", 2}, {"inputs/mobilenet_v1", 2}, {"inputs/mobilenet_v2", 2}, {"inputs/unet_3d", 1}};
+    for (const auto& [batch, batch_mb] : batches) {
         // The build's source path, or the working directory (the GPU machine runs a copied tree).
         std::string path = std::string(CONVKIT_SOURCE_DIR) + "/" + batch;
         if (!std::ifstream(path).good()) path = batch;
         for (tools::ConvDesc d : tools::read_batch_file(path)) {
-            d.mb = 2;
+            d.mb = batch_mb;
             for (DType dt : {DType::f32, DType::bf16}) {
                 Case c = case_of(d).dtype(dt).nhwc(dt == DType::bf16);
                 const Dims st = c.stride, pl = c.pad_l, dl = c.dilation;
