@@ -372,22 +372,18 @@ def check(args):
         sv, pv, dv = [s] * nd, [p] * nd, [dil] * nd
         if dirn == 'fwd':
             want, got = conv(src, wei, stride=s, padding=p, dilation=dil, groups=g), dst
-            k = wei[0].numel()  # terms per output: (ic / g) * taps
         elif dirn == 'bwd_d':
             want = torch.ops.aten.convolution_backward(dst, src, wei, None, sv, pv, dv, False, [0] * nd, g,
                                                        [True, False, False])[0]
             got = src
-            k = wei.shape[0] // g * wei[0, 0].numel()
         else:
             want = torch.ops.aten.convolution_backward(dst, src, wei, None, sv, pv, dv, False, [0] * nd, g,
                                                        [False, True, False])[1]
             got = wei
-            k = dst.shape[0] * dst[0, 0].numel()
         err = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
         del want
-        # f32 without TF32: ~1e-6 typical, Winograd/FFT engines up to ~1e-4, and f32 sums over K
-        # terms grow ~2^-24 * sqrt(K) (U-Net's bwd_w sums 1.9M); bf16 outputs: 2^-8.
-        tol = max(2e-4, 4 * 2.0 ** -24 * k ** 0.5) if dt == 'f32' else 1.6e-2
+        # f32 without TF32: ~1e-6 typical, Winograd/FFT engines up to ~1e-4; bf16 outputs: 2^-8.
+        tol = 2e-4 if dt == 'f32' else 1.6e-2
         key = (dt, dirn)
         worst[key] = max(worst.get(key, 0.0), err)
         if not err <= tol:

@@ -192,7 +192,7 @@ Result run_one(const ConvDesc& d, const Variant& v, DType dt, Layout layout, Eng
         if (v.dir == Dir::bwd_d) K = (d.oc / d.g) * d.k[0] * d.k[1] * d.k[2];
         if (v.dir == Dir::bwd_w) K = d.mb * d.out[0] * d.out[1] * d.out[2];
         const double scale = std::max(1.0, std::sqrt(static_cast<double>(K)) / 3.0);
-        const double tol = (engine == Engine::cuda && dt == DType::f32 && allow_tf32()) ? kTf32Tolerance : tolerance(dt, K);
+        const double tol = (engine == Engine::cuda && dt == DType::f32 && allow_tf32()) ? kTf32Tolerance : tolerance(dt);
         CompareResult c = compare(got, want, dt, scale, tol);
         if (c.ok && v.dir == Dir::bwd_w && v.bias) {
             std::vector<double> gb = to_host_f64(p.bia.view()), wb = to_host_f64(q.bia.view());

@@ -36,8 +36,6 @@ struct CompareResult {
     std::string detail;
 };
 double tolerance(DType dt);
-// The same for a sum of K products per output element (f32 grows with sqrt(K)).
-double tolerance(DType dt, int64_t K);
 // `tol` 0 = tolerance(dt).
 CompareResult compare(const std::vector<double>& got, const std::vector<double>& want, DType dt,
                       double scale, double tol = 0);
