@@ -342,6 +342,23 @@ struct Builder {
 
     Bind temp_for(const mdesc& md) { return Bind{Bind::temp, v.add_temp(md.get_size())}; }
 
+    // An input of the convolution: the user's tensor `kind` as it is, or reordered into a
+    // temporary in the layout oneDNN chose (weights: the reorder is cached with the plan).
+    Bind input(const mdesc& md, const mdesc& user, Bind::Kind kind, bool weights = false) {
+        if (md == user) return Bind{kind};
+        const Bind b = temp_for(md);
+        if (weights) v.wei_temp = b.index;
+        add_reorder(user, Bind{kind}, md, b, weights);
+        return b;
+    }
+
+    void note_formats(const std::string& impl, const mdesc& s, const mdesc& w, const mdesc& d) {
+        v.info.impl = impl;
+        v.info.src_format = fmt_str(s);
+        v.info.wei_format = fmt_str(w);
+        v.info.dst_format = fmt_str(d);
+    }
+
     // ---- forward ----
     struct FwdChoice {
         dnnl::convolution_forward::primitive_desc pd;
@@ -418,41 +435,19 @@ struct Builder {
         const mdesc s = pd.src_desc(), w = pd.weights_desc(), d = pd.dst_desc();
         Step conv;
         conv.prim = best.prim;
-        v.info.impl = pd.impl_info_str();
-        v.info.src_format = fmt_str(s);
-        v.info.wei_format = fmt_str(w);
-        v.info.dst_format = fmt_str(d);
+        note_formats(pd.impl_info_str(), s, w, d);
         v.info.post_ops_fused = has_ops && best.fused;
         v.info.own_epilogue = v.own_epilogue;
 
-        // src
-        Bind src_b{Bind::src};
-        if (s != u_src) {
-            src_b = temp_for(s);
-            add_reorder(u_src, Bind{Bind::src}, s, src_b);
-        }
-        conv.add(DNNL_ARG_SRC, s, src_b);
-        // weights
+        conv.add(DNNL_ARG_SRC, s, input(s, u_src, Bind::src));
         v.wei_md = w;
-        Bind wei_b{Bind::wei};
-        if (p.packed_weights) {
-            v.wei_temp = v.add_temp(w.get_size());
-            wei_b = Bind{Bind::packed};
-        } else if (w != u_wei) {
-            wei_b = temp_for(w);
-            v.wei_temp = wei_b.index;
-            add_reorder(u_wei, Bind{Bind::wei}, w, wei_b, true);
-        }
+        Bind wei_b{Bind::packed};
+        if (p.packed_weights) v.wei_temp = v.add_temp(w.get_size());
+        else wei_b = input(w, u_wei, Bind::wei, true);
         conv.add(DNNL_ARG_WEIGHTS, w, wei_b);
-        // bias
         if (p.with_bias) {
             const mdesc b = pd.bias_desc();
-            Bind bias_b{Bind::bias};
-            if (b != u_bias) {
-                bias_b = temp_for(b);
-                add_reorder(u_bias, Bind{Bind::bias}, b, bias_b);
-            }
-            conv.add(DNNL_ARG_BIAS, b, bias_b);
+            conv.add(DNNL_ARG_BIAS, b, input(b, u_bias, Bind::bias));
         }
         (void)bias_dt;
         // dst
@@ -526,24 +521,10 @@ struct Builder {
         const mdesc s = best.diff_src_desc(), w = best.weights_desc(), d = best.diff_dst_desc();
         Step conv;
         conv.prim = prim;
-        v.info.impl = best.impl_info_str();
-        v.info.src_format = fmt_str(s);
-        v.info.wei_format = fmt_str(w);
-        v.info.dst_format = fmt_str(d);
-        Bind dst_b{Bind::dst};
-        if (d != u_dst) {
-            dst_b = temp_for(d);
-            add_reorder(u_dst, Bind{Bind::dst}, d, dst_b);
-        }
-        conv.add(DNNL_ARG_DIFF_DST, d, dst_b);
+        note_formats(best.impl_info_str(), s, w, d);
+        conv.add(DNNL_ARG_DIFF_DST, d, input(d, u_dst, Bind::dst));
         v.wei_md = w;
-        Bind wei_b{Bind::wei};
-        if (w != u_wei) {
-            wei_b = temp_for(w);
-            v.wei_temp = wei_b.index;
-            add_reorder(u_wei, Bind{Bind::wei}, w, wei_b, true);
-        }
-        conv.add(DNNL_ARG_WEIGHTS, w, wei_b);
+        conv.add(DNNL_ARG_WEIGHTS, w, input(w, u_wei, Bind::wei, true));
         Bind src_b{Bind::src};
         const bool reordered = s != u_src;
         if (reordered) src_b = temp_for(s);
@@ -589,22 +570,9 @@ struct Builder {
         const mdesc s = best.src_desc(), w = best.diff_weights_desc(), d = best.diff_dst_desc();
         Step conv;
         conv.prim = prim;
-        v.info.impl = best.impl_info_str();
-        v.info.src_format = fmt_str(s);
-        v.info.wei_format = fmt_str(w);
-        v.info.dst_format = fmt_str(d);
-        Bind src_b{Bind::src};
-        if (s != u_src) {
-            src_b = temp_for(s);
-            add_reorder(u_src, Bind{Bind::src}, s, src_b);
-        }
-        conv.add(DNNL_ARG_SRC, s, src_b);
-        Bind dst_b{Bind::dst};
-        if (d != u_dst) {
-            dst_b = temp_for(d);
-            add_reorder(u_dst, Bind{Bind::dst}, d, dst_b);
-        }
-        conv.add(DNNL_ARG_DIFF_DST, d, dst_b);
+        note_formats(best.impl_info_str(), s, w, d);
+        conv.add(DNNL_ARG_SRC, s, input(s, u_src, Bind::src));
+        conv.add(DNNL_ARG_DIFF_DST, d, input(d, u_dst, Bind::dst));
         Bind wei_b{Bind::wei};
         const bool wei_reordered = w != u_wei;
         if (wei_reordered) wei_b = temp_for(w);
