@@ -46,6 +46,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <new>
@@ -466,6 +467,39 @@ struct Choice {
     bool tuned = false, loaded = false;
 };
 
+// Times `n` candidates on stream `s` between events e0/e1 and returns the fastest's index, -1 if
+// none ran. run(i) enqueues candidate i once (false: it could not). Each gets one warm-up run and
+// 3 timed runs. With `drop_slow` the warm-up is timed too: a candidate far slower than the best so
+// far (strict-f32 lists hold engines 50x off, at tens of ms a run) is dropped after it instead of
+// running 3 more times; the slack covers a first run's lazy module load (a few ms).
+int fastest_of(std::size_t n, cudaStream_t s, cudaEvent_t e0, cudaEvent_t e1, bool drop_slow,
+               const std::function<bool(std::size_t)>& run) {
+    const int reps = 3;
+    auto timed = [&](std::size_t i, int times, float* ms) {
+        bool ok = cudaEventRecord(e0, s) == cudaSuccess;
+        for (int r = 0; r < times && ok; ++r) ok = run(i);
+        ok = cudaEventRecord(e1, s) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess && ok;
+        if (!ok) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        return cudaEventElapsedTime(ms, e0, e1) == cudaSuccess;
+    };
+    int best = -1;
+    float best_ms = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        float warm = 0, ms = 0;
+        if (!timed(i, 1, &warm)) continue;
+        if (drop_slow && best >= 0 && warm > std::max(3 * best_ms / reps, best_ms / reps + 5.f)) continue;
+        if (!timed(i, reps, &ms)) continue;
+        if (best < 0 || ms < best_ms) {
+            best = static_cast<int>(i);
+            best_ms = ms;
+        }
+    }
+    return best;
+}
+
 // Times each plan on scratch tensors (a private stream, events) and returns the fastest's index.
 int time_plans(const std::vector<Desc>& plans, const GraphSpec& g, DType dt, cudnnHandle_t h) {
     std::vector<const TensorSpec*> tensors{&g.x, &g.w, &g.y};
@@ -510,39 +544,9 @@ int time_plans(const std::vector<Desc>& plans, const GraphSpec& g, DType dt, cud
     std::vector<int64_t> uids = graph_uids(g);
     std::vector<void*> ptrs(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(tensors.size()));
     Desc vp = make_variant_pack(uids, ptrs, ws);
-    int best = -1;
-    float best_ms = 0;
-    for (std::size_t i = 0; i < plans.size(); ++i) {
-        // The warm-up is timed too: a plan far slower than the best so far (strict-f32 lists hold
-        // engines 50x off, at tens of ms a run) is dropped after it instead of running 3 more
-        // times. The slack covers a first run's lazy module load (a few ms).
-        cudaEventRecord(guard.e0, guard.s);
-        if (cudnnBackendExecute(h, plans[i].get(), vp.get()) != CUDNN_STATUS_SUCCESS) continue;  // warm-up
-        cudaEventRecord(guard.e1, guard.s);
-        if (cudaEventSynchronize(guard.e1) != cudaSuccess) {
-            (void)cudaGetLastError();
-            continue;
-        }
-        float warm = 0;
-        cudaEventElapsedTime(&warm, guard.e0, guard.e1);
-        const int reps = 3;
-        if (best >= 0 && warm > std::max(3 * best_ms / reps, best_ms / reps + 5.f)) continue;
-        cudaEventRecord(guard.e0, guard.s);
-        bool ok = true;
-        for (int r = 0; r < reps && ok; ++r) ok = cudnnBackendExecute(h, plans[i].get(), vp.get()) == CUDNN_STATUS_SUCCESS;
-        cudaEventRecord(guard.e1, guard.s);
-        if (cudaEventSynchronize(guard.e1) != cudaSuccess || !ok) {
-            (void)cudaGetLastError();
-            continue;
-        }
-        float ms = 0;
-        cudaEventElapsedTime(&ms, guard.e0, guard.e1);
-        if (best < 0 || ms < best_ms) {
-            best = static_cast<int>(i);
-            best_ms = ms;
-        }
-    }
-    return best;
+    return fastest_of(plans.size(), guard.s, guard.e0, guard.e1, true, [&](std::size_t i) {
+        return cudnnBackendExecute(h, plans[i].get(), vp.get()) == CUDNN_STATUS_SUCCESS;
+    });
 }
 
 // Picks an execution plan for graph `g`: the tune file's entry, else heuristics (mode A, then
@@ -1144,27 +1148,14 @@ int time_variants(const ConvProblem& p, const std::vector<Plan*>& plans, cudaStr
     } ev;
     check_cuda(cudaEventCreate(&ev.e0), "cudaEventCreate");
     check_cuda(cudaEventCreate(&ev.e1), "cudaEventCreate");
-    int best = -1;
-    float best_ms = 0;
-    for (std::size_t i = 0; i < plans.size(); ++i) {
+    return fastest_of(plans.size(), s, ev.e0, ev.e1, false, [&](std::size_t i) {
         try {
-            run_plan(p, *plans[i], a, s);  // warm-up
-            check_cuda(cudaEventRecord(ev.e0, s), "cudaEventRecord");
-            for (int r = 0; r < 3; ++r) run_plan(p, *plans[i], a, s);
-            check_cuda(cudaEventRecord(ev.e1, s), "cudaEventRecord");
-            check_cuda(cudaEventSynchronize(ev.e1), "cudaEventSynchronize");
+            run_plan(p, *plans[i], a, s);
+            return true;
         } catch (const Error&) {
-            (void)cudaGetLastError();
-            continue;
+            return false;
         }
-        float ms = 0;
-        cudaEventElapsedTime(&ms, ev.e0, ev.e1);
-        if (best < 0 || ms < best_ms) {
-            best = static_cast<int>(i);
-            best_ms = ms;
-        }
-    }
-    return best;
+    });
 }
 
 int split_mode() {
