@@ -716,6 +716,17 @@ ConvProblem normalized(const ConvProblem& p) {
     return q;
 }
 
+// The plan takes the graph and the engine configuration chosen for it.
+void adopt(Plan* plan, Graph&& graph, Choice&& c, const GraphSpec& g) {
+    plan->graph = std::move(graph);
+    plan->plan = std::move(c.plan);
+    plan->engine_index = c.engine_index;
+    plan->engine_name = c.name;
+    plan->autotuned = c.tuned;
+    plan->from_tune_file = c.loaded;
+    plan->uids = graph_uids(g);
+}
+
 // A plan of one of the shapes direct, fused, conv or padded (see the top of the file).
 std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnnHandle_t h) {
     auto plan = std::make_shared<Plan>();
@@ -738,13 +749,7 @@ std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnn
                 Choice c = choose(p, g, graph.graph, "fused", h, &why);
                 if (c.plan) {
                     plan->fused = true;
-                    plan->graph = std::move(graph);
-                    plan->plan = std::move(c.plan);
-                    plan->engine_index = c.engine_index;
-                    plan->engine_name = c.name;
-                    plan->autotuned = c.tuned;
-                    plan->from_tune_file = c.loaded;
-                    plan->uids = graph_uids(g);
+                    adopt(plan.get(), std::move(graph), std::move(c), g);
                     plan->slots = slots;
                 }
             } catch (const Error& e) {
@@ -802,13 +807,7 @@ std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnn
                 if (!c.plan) continue;
                 plan->acc32 = acc32;
                 plan->padded = padded;
-                plan->graph = std::move(graph);
-                plan->plan = std::move(c.plan);
-                plan->engine_index = c.engine_index;
-                plan->engine_name = c.name;
-                plan->autotuned = c.tuned;
-                plan->from_tune_file = c.loaded;
-                plan->uids = graph_uids(g);
+                adopt(plan.get(), std::move(graph), std::move(c), g);
                 // x is src (fwd, bwd_w) or diff_src (bwd_d): the padded temporary either way.
                 plan->slots = {padded ? kPaddedSrc : kSrc, kWei, kDst};
                 if (acc32) plan->slots[p.dir == Direction::bwd_w ? 1 : 2] = kConvTemp;
