@@ -548,6 +548,102 @@ TEST(CpuPlans, FusedAndOwnEpilogue) {
     EXPECT_EQ(own.impl.find("ref"), std::string::npos) << own.impl;
 }
 
+// ---- long f32 backward reductions in pieces ----
+//
+// oneDNN sums a reduction in f32 one term after another; past a few thousand terms its error
+// exceeds the 1e-5 bound (WaveNet's 84k positions: 2.3e-5 unsplit). The CPU backend runs such
+// backward passes as shorter convolutions summed in double (src/cpu/split_plan.cpp). Each shape
+// below is split (its plan says so) and must match the reference within the flat f32 bound,
+// covering every piece geometry: whole images, rows of a plane (with the channels-first
+// tensors reordered first), planes cut into row ranges (input gathered), output-channel ranges.
+
+void expect_split(const ConvTester& t, int dir) {
+    const std::string impl = t.impl(dir);
+    EXPECT_EQ(impl.rfind("split(", 0), 0u) << t.name(dir == 1 ? "bwd_d" : "bwd_w") << ": " << impl;
+    EXPECT_EQ(impl.find("ref"), std::string::npos) << impl;
+}
+
+TEST(CpuSplit, BackwardWeightsLong1D) {
+    // WaveNet's first 2-tap convolution: 84349 output positions in one image.
+    for (Layout l : {Layout::channels_last, Layout::channels_first}) {
+        ConvTester t = tester(DType::f32, l).mb(1).channels(32, 32).input({84350}).kernel({2});
+        expect_split(t, 2);
+        t.run_bwd_w();
+    }
+}
+
+TEST(CpuSplit, BackwardWeightsWholeImages) {
+    // 8 images of 1024 positions: groups of 4 images, no copies; groups and bias grad too.
+    for (Layout l : {Layout::channels_last, Layout::channels_first}) {
+        ConvTester t = tester(DType::f32, l).mb(8).channels(8, 12).groups(2).input({32, 32}).kernel({3, 3}).pad({1}, {1});
+        expect_split(t, 2);
+        t.run_bwd_w();
+    }
+}
+
+TEST(CpuSplit, BackwardWeightsRowsOfAPlane) {
+    // 75x75 outputs per image: rows of the plane, stride, dilation and asymmetric padding, so
+    // the first and last pieces get their own padding.
+    for (Layout l : {Layout::channels_last, Layout::channels_first}) {
+        ConvTester t = tester(DType::f32, l).mb(2).channels(3, 16).input({151, 149}).kernel({7, 5}).stride({2, 2})
+                           .dilation({1, 2}).pad({3, 4}, {2, 5});
+        expect_split(t, 2);
+        t.run_bwd_w();
+    }
+}
+
+TEST(CpuSplit, BackwardWeights3DGathered) {
+    // 70x70 planes (4900 positions > 4096): each piece is a range of rows of one output plane,
+    // whose input region (three planes deep) is gathered into one block.
+    for (Layout l : {Layout::channels_last, Layout::channels_first}) {
+        ConvTester t = tester(DType::f32, l).mb(1).channels(4, 8).input({6, 70, 71}).kernel({3, 3, 3})
+                           .dilation({2, 1, 1}).pad({2, 1, 1}, {1, 1, 0});
+        expect_split(t, 2);
+        t.run_bwd_w();
+    }
+}
+
+TEST(CpuSplit, BackwardDataOutputChannels) {
+    // 512 output channels x 9 taps = 4608 terms: two ranges of 256; 500 channels: 256 + 244;
+    // 3D 200 x 27 = 5400: 112 + 88.
+    for (Layout l : {Layout::channels_last, Layout::channels_first}) {
+        ConvTester a = tester(DType::f32, l).mb(2).channels(8, 512).input({6, 7}).kernel({3, 3}).pad({1}, {1});
+        ConvTester b = tester(DType::f32, l).mb(2).channels(6, 500).input({9, 9}).kernel({3, 3}).stride({2})
+                           .dilation({2}).pad({1, 2}, {2, 1});
+        ConvTester c = tester(DType::f32, l).mb(1).channels(5, 200).input({5, 6, 5}).kernel({3, 3, 3}).pad({1}, {1});
+        for (ConvTester* t : {&a, &b, &c}) {
+            expect_split(*t, 1);
+            t->run_bwd_d();
+        }
+        // Weights in the other layout than the activations.
+        ConvTester d = a;
+        d.wei_layout(l == Layout::channels_last ? Layout::channels_first : Layout::channels_last);
+        d.run_bwd_d();
+    }
+}
+
+TEST(CpuSplit, OnlyLongF32Reductions) {
+    // bf16 is judged at bf16's precision and stays whole, as do short reductions and grouped
+    // backward data.
+    EXPECT_EQ(tester(DType::bf16, Layout::channels_last).mb(1).channels(32, 32).input({84350}).kernel({2}).impl(2).find("split"),
+              std::string::npos);
+    EXPECT_EQ(tester(DType::f32, Layout::channels_last).mb(1).channels(8, 8).input({60, 60}).kernel({3, 3}).impl(2).find("split"),
+              std::string::npos);
+    EXPECT_EQ(tester(DType::f32, Layout::channels_last).mb(1).channels(512, 512).groups(2).input({6, 6}).kernel({3, 3}).impl(1).find("split"),
+              std::string::npos);
+}
+
+TEST(CpuSplit, BitwiseReproducible) {
+    ConvTester t = tester(DType::f32, Layout::channels_first).mb(1).channels(4, 8).input({6, 70, 71}).kernel({3, 3, 3}).pad({1}, {1});
+    ConvTester::Tensors a = t.make(3);
+    t.call(2, a, kCpu).wait();
+    Tensor keep(a.wei.dtype(), a.wei.sizes(), a.wei.view().layout());
+    copy(keep.view(), a.wei.view());
+    fill(a.wei, -1, 1, 77);
+    t.call(2, a, kCpu).wait();
+    EXPECT_TRUE(bitwise_equal(a.wei.view(), keep.view()));
+}
+
 // ---- prepacked weights ----
 
 TEST(CpuPrepack, EqualsUnpackedAndAnyBatch) {

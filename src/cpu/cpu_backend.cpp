@@ -21,6 +21,7 @@ using core::ConvProblem;
 struct Plan {
     std::shared_ptr<DnnlPlan> dnnl;
     std::shared_ptr<F64Plan> f64;
+    std::shared_ptr<SplitPlan> split;
 };
 
 using PlanCache = core::LruCache<ConvProblem, Plan, core::ConvProblemHash>;
@@ -64,7 +65,7 @@ std::shared_ptr<Plan> get_plan(const ConvProblem& p) {
         auto plan = std::make_shared<Plan>();
         if (p.dt == DType::f64)
             plan->f64 = make_f64_plan(p);
-        else
+        else if (!wants_split(p) || !(plan->split = make_split_plan(p)))
             plan->dnnl = make_dnnl_plan(p);
         return plan;
     });
@@ -106,6 +107,7 @@ public:
                 run_f64_plan(*plan->f64, p, args);
                 return Event();
             }
+            if (plan->split) return run_split_plan(*plan->split, args);
             return run_dnnl_plan(*plan->dnnl, p, args);
         });
     }
@@ -148,7 +150,8 @@ PlanInfo plan_info(const ConvProblem& p) {
     SerialScope serial(p);
     return guarded(p, "planning", [&] {
         std::shared_ptr<Plan> plan = get_plan(p);
-        return plan->f64 ? f64_plan_info(*plan->f64) : dnnl_plan_info(*plan->dnnl);
+        if (plan->f64) return f64_plan_info(*plan->f64);
+        return plan->split ? split_plan_info(*plan->split) : dnnl_plan_info(*plan->dnnl);
     });
 }
 

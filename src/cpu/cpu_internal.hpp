@@ -90,6 +90,16 @@ std::shared_ptr<void> dnnl_prepack(DnnlPlan& plan, const core::ConvProblem& p, c
 // Empty if f16 convolutions run on oneDNN kernels here, else why not.
 std::string dnnl_f16_unsupported_reason();
 
+// Long f32 backward reductions in pieces (split_plan.cpp): a backward pass whose reduction is
+// longer than kMaxF32Terms terms (CONVKIT_CPU_SPLIT overrides; 0 turns it off) runs as shorter
+// convolutions whose f32 results are summed in double.
+constexpr int64_t kMaxF32Terms = 4096;
+class SplitPlan;
+bool wants_split(const core::ConvProblem& p);
+std::shared_ptr<SplitPlan> make_split_plan(const core::ConvProblem& p);  // null: not splittable
+Event run_split_plan(SplitPlan& plan, const core::ConvArgs& args);
+PlanInfo split_plan_info(SplitPlan& plan);
+
 std::shared_ptr<F64Plan> make_f64_plan(const core::ConvProblem& p);
 void run_f64_plan(const F64Plan& plan, const core::ConvProblem& p, const core::ConvArgs& args);
 PlanInfo f64_plan_info(const F64Plan& plan);

@@ -38,12 +38,14 @@ using mdesc = dnnl::memory::desc;
 using ftag = dnnl::memory::format_tag;
 using ddt = dnnl::memory::data_type;
 
-namespace {
-
-dnnl::engine& engine() {
+dnnl::engine& dnnl_engine() {
     static dnnl::engine e(dnnl::engine::kind::cpu, 0);
     return e;
 }
+
+namespace {
+
+dnnl::engine& engine() { return dnnl_engine(); }
 
 ddt to_dnnl(DType dt) {
     switch (dt) {

@@ -1,0 +1,370 @@
+// Long f32 reductions in bounded pieces.
+//
+// oneDNN's kernels sum a convolution's reduction in f32 registers, one term after another, so
+// the rounding error of an output grows with the number of terms K: measured here at about
+// 1.25 * 2^-24 * sqrt(K) of the output's scale at the worst element (K = 6.3k: 5e-6; WaveNet's
+// 84k positions: 2.3e-5; U-Net's 1.9M: 1.3e-4). convkit promises f32 results within 1e-5 of
+// the exact value's scale, so a backward pass whose reduction is longer than kMaxTerms is cut
+// into pieces that are each an ordinary, shorter convolution (backward weights: groups of
+// images or slabs of output positions; backward data: ranges of output channels). oneDNN runs
+// each piece, and convkit sums the pieces' f32 results in double, in a fixed order: the error
+// stays that of one piece, and the result does not depend on the thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "cpu/cpu_internal.hpp"
+
+namespace convkit::cpu {
+
+dnnl::engine& dnnl_engine();  // dnnl_plan.cpp: the one CPU engine every primitive runs on
+
+using core::ConvArgs;
+using core::ConvProblem;
+using core::Direction;
+
+namespace {
+
+int64_t split_limit() {
+    static const int64_t limit = [] {
+        const char* e = std::getenv("CONVKIT_CPU_SPLIT");
+        if (!e) return kMaxF32Terms;
+        const long long v = std::atoll(e);
+        return v <= 0 ? int64_t(0) : static_cast<int64_t>(v);
+    }();
+    return limit;
+}
+
+int64_t prod(const int64_t* v, int n) {
+    int64_t r = 1;
+    for (int i = 0; i < n; ++i) r *= v[i];
+    return r;
+}
+
+using dnnl::memory;
+using ftag = memory::format_tag;
+
+ftag plain_tag(int nsp, bool cl) {
+    switch (nsp) {
+        case 1: return cl ? ftag::nwc : ftag::ncw;
+        case 2: return cl ? ftag::nhwc : ftag::nchw;
+        default: return cl ? ftag::ndhwc : ftag::ncdhw;
+    }
+}
+
+memory::dims act_dims(const ConvProblem& p, bool dst) {
+    memory::dims d{p.mb, dst ? p.oc : p.ic};
+    for (int i = 0; i < p.nsp; ++i) d.push_back(dst ? p.out[i] : p.in[i]);
+    return d;
+}
+
+void accumulate(double* acc, const float* part, int64_t n, bool first) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) acc[i] = first ? part[i] : acc[i] + part[i];
+}
+
+void store(float* out, const double* acc, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(acc[i]);
+}
+
+}  // namespace
+
+// One piece: which sub-problem it is, and where its tensors start in the user's.
+struct SplitPiece {
+    int sub = 0;
+    int64_t n0 = 0;                      // first image
+    int64_t in0[3] = {0, 0, 0};          // bwd_w: first input position of the region, per spatial dim
+    int64_t out0[3] = {0, 0, 0};         // bwd_w: first output position
+    int64_t oc0 = 0;                     // bwd_d: first output channel
+};
+
+struct SplitSub {
+    ConvProblem p;
+    std::shared_ptr<DnnlPlan> plan;
+};
+
+class SplitPlan {
+public:
+    ConvProblem p;
+    std::vector<SplitSub> subs;
+    std::vector<SplitPiece> pieces;
+    bool by_position = false;    // bwd_w: pieces are slabs of positions (else groups of images)
+    bool reorder_in = false;     // bwd_w by position on channels-first tensors: to channels-last first
+    bool gather_src = false;     // bwd_w by position: the input region is not one contiguous block
+    int64_t gather_elems = 0;    // largest gathered input region
+    dnnl::reorder src_to_cl, dst_to_cl;
+
+    int sub_for(const ConvProblem& q) {
+        for (std::size_t i = 0; i < subs.size(); ++i)
+            if (subs[i].p == q) return static_cast<int>(i);
+        subs.push_back(SplitSub{q, make_dnnl_plan(q)});
+        return static_cast<int>(subs.size()) - 1;
+    }
+};
+
+namespace {
+
+// Backward weights: the reduction runs over every image and output position. Whole images are
+// grouped while they fit; a larger image is cut along its outermost spatial dim that leaves
+// slabs of at most `limit` positions (U-Net's 130x130 planes: rows of one plane).
+bool plan_bwd_w(SplitPlan& s, int64_t limit) {
+    const ConvProblem& p = s.p;
+    const int nsp = p.nsp;
+    const int64_t P = prod(p.out, nsp);
+    if (P <= limit) {
+        const int64_t per = std::max<int64_t>(1, limit / P);
+        for (int64_t n0 = 0; n0 < p.mb; n0 += per) {
+            ConvProblem q = p;
+            q.mb = std::min(per, p.mb - n0);
+            SplitPiece piece;
+            piece.n0 = n0;
+            piece.sub = s.sub_for(q);
+            s.pieces.push_back(piece);
+        }
+        return true;
+    }
+    s.by_position = true;
+    s.reorder_in = p.src_layout != Layout::channels_last || p.dst_layout != Layout::channels_last;
+    int j = 0;
+    while (j < nsp - 1 && prod(p.out + j + 1, nsp - j - 1) > limit) ++j;
+    const int64_t inner = prod(p.out + j + 1, nsp - j - 1);
+    const int64_t rows = std::max<int64_t>(1, limit / inner);
+    s.gather_src = j > 0;
+    // Output ranges per dim: one index along the dims before j, `rows` along j, all after.
+    int64_t lead[3] = {1, 1, 1};
+    for (int i = 0; i < j; ++i) lead[i] = p.out[i];
+    const int64_t nlead = prod(lead, j);
+    for (int64_t n = 0; n < p.mb; ++n)
+        for (int64_t l = 0; l < nlead; ++l)
+            for (int64_t a = 0; a < p.out[j]; a += rows) {
+                ConvProblem q = p;
+                q.mb = 1;
+                q.src_layout = q.dst_layout = Layout::channels_last;
+                SplitPiece piece;
+                piece.n0 = n;
+                int64_t rem = l;
+                for (int i = nsp - 1; i >= 0; --i) {
+                    int64_t o0 = 0, o1 = p.out[i];
+                    if (i < j) {
+                        o0 = rem % p.out[i];
+                        rem /= p.out[i];
+                        o1 = o0 + 1;
+                    } else if (i == j) {
+                        o0 = a;
+                        o1 = std::min(a + rows, p.out[j]);
+                    }
+                    piece.out0[i] = o0;
+                    if (i > j) continue;  // whole dim: the problem's own extent and padding
+                    const int64_t lo = o0 * p.stride[i] - p.pad_l[i];
+                    const int64_t hi = (o1 - 1) * p.stride[i] - p.pad_l[i] + (p.k[i] - 1) * p.dil[i];
+                    const int64_t i0 = std::max<int64_t>(0, lo), i1 = std::min(p.in[i] - 1, hi);
+                    if (i1 < i0) return false;  // outputs that see only padding: not split
+                    piece.in0[i] = i0;
+                    q.in[i] = i1 - i0 + 1;
+                    q.out[i] = o1 - o0;
+                    q.pad_l[i] = i0 - lo;
+                    q.pad_r[i] = hi - i1;
+                }
+                if (s.gather_src) s.gather_elems = std::max(s.gather_elems, prod(q.in, nsp) * p.ic);
+                piece.sub = s.sub_for(q);
+                s.pieces.push_back(piece);
+            }
+    if (s.reorder_in) {
+        auto make = [&](bool dst) {
+            const memory::desc from(act_dims(p, dst), memory::data_type::f32,
+                                    plain_tag(nsp, (dst ? p.dst_layout : p.src_layout) == Layout::channels_last));
+            const memory::desc to(act_dims(p, dst), memory::data_type::f32, plain_tag(nsp, true));
+            return dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), from,
+                                                               dnnl_engine(), to));
+        };
+        s.src_to_cl = make(false);
+        s.dst_to_cl = make(true);
+    }
+    return true;
+}
+
+// Backward data: the reduction runs over output channels and kernel taps; pieces take ranges of
+// output channels (multiples of 16, oneDNN's channel block) of equal size.
+bool plan_bwd_d(SplitPlan& s, int64_t limit) {
+    const ConvProblem& p = s.p;
+    if (p.g != 1) return false;
+    const int64_t taps = prod(p.k, p.nsp);
+    const int64_t K = p.oc * taps;
+    const int64_t n = (K + limit - 1) / limit;
+    int64_t per = (p.oc + n - 1) / n;
+    per = std::min(p.oc, (per + 15) / 16 * 16);
+    for (int64_t oc0 = 0; oc0 < p.oc; oc0 += per) {
+        ConvProblem q = p;
+        q.oc = std::min(per, p.oc - oc0);
+        SplitPiece piece;
+        piece.oc0 = oc0;
+        piece.sub = s.sub_for(q);
+        s.pieces.push_back(piece);
+    }
+    return s.pieces.size() > 1;
+}
+
+}  // namespace
+
+bool wants_split(const ConvProblem& p) {
+    const int64_t limit = split_limit();
+    if (limit <= 0 || p.dt != DType::f32 || p.mb == 0) return false;
+    switch (p.dir) {
+        case Direction::bwd_w: return p.mb * prod(p.out, p.nsp) > limit;
+        case Direction::bwd_d: return p.g == 1 && p.oc * prod(p.k, p.nsp) > limit;
+        case Direction::fwd: return false;
+    }
+    return false;
+}
+
+std::shared_ptr<SplitPlan> make_split_plan(const ConvProblem& p) {
+    auto s = std::make_shared<SplitPlan>();
+    s->p = p;
+    const int64_t limit = split_limit();
+    const bool ok = p.dir == Direction::bwd_w ? plan_bwd_w(*s, limit) : plan_bwd_d(*s, limit);
+    if (!ok) return nullptr;
+    return s;
+}
+
+PlanInfo split_plan_info(SplitPlan& s) {
+    PlanInfo info = dnnl_plan_info(*s.subs.front().plan);
+    info.impl = "split(" + std::to_string(s.pieces.size()) + " pieces):" + info.impl;
+    return info;
+}
+
+namespace {
+
+void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
+    const ConvProblem& p = s.p;
+    const int nsp = p.nsp;
+    const int64_t W = prod(p.k, nsp) * p.icg() * p.oc;
+    const std::size_t f = sizeof(float);
+    // Region: double accumulators, f32 partials, channels-last copies, the gathered input.
+    const int64_t SRC = p.mb * p.ic * prod(p.in, nsp), DST = p.mb * p.oc * prod(p.out, nsp);
+    auto al = [](std::size_t b) { return (b + 63) & ~std::size_t(63); };
+    const std::size_t acc_b = al((W + p.oc) * sizeof(double)), part_b = al((W + p.oc) * f);
+    const std::size_t cl_b = s.reorder_in ? al(SRC * f) + al(DST * f) : 0;
+    const std::size_t g_b = s.gather_src ? al(s.gather_elems * f) : 0;
+    core::Buffer buf(Device::cpu(), acc_b + part_b + cl_b + g_b);
+    char* base = static_cast<char*>(buf.data());
+    double* acc = reinterpret_cast<double*>(base);
+    float* part = reinterpret_cast<float*>(base + acc_b);
+    float* src = static_cast<float*>(args.src.data);
+    float* ddst = static_cast<float*>(args.dst.data);
+    if (s.reorder_in) {
+        float* src_cl = reinterpret_cast<float*>(base + acc_b + part_b);
+        float* dst_cl = reinterpret_cast<float*>(base + acc_b + part_b + al(SRC * f));
+        dnnl::engine& eng = dnnl_engine();
+        dnnl::stream strm(eng);
+        const memory::desc sf(act_dims(p, false), memory::data_type::f32,
+                              plain_tag(nsp, p.src_layout == Layout::channels_last));
+        const memory::desc st(act_dims(p, false), memory::data_type::f32, plain_tag(nsp, true));
+        const memory::desc df(act_dims(p, true), memory::data_type::f32,
+                              plain_tag(nsp, p.dst_layout == Layout::channels_last));
+        const memory::desc dt(act_dims(p, true), memory::data_type::f32, plain_tag(nsp, true));
+        memory a(sf, eng, src), b(st, eng, src_cl), c(df, eng, ddst), d(dt, eng, dst_cl);
+        s.src_to_cl.execute(strm, a, b);
+        s.dst_to_cl.execute(strm, c, d);
+        strm.wait();
+        src = src_cl;
+        ddst = dst_cl;
+    }
+    float* gathered = s.gather_src ? reinterpret_cast<float*>(base + acc_b + part_b + cl_b) : nullptr;
+    int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1};
+    for (int i = 0; i < nsp; ++i) in[3 - nsp + i] = p.in[i], out[3 - nsp + i] = p.out[i];
+    const int64_t img_in = p.ic * prod(p.in, nsp), img_out = p.oc * prod(p.out, nsp);
+    bool first = true;
+    for (const SplitPiece& piece : s.pieces) {
+        SplitSub& sub = s.subs[static_cast<std::size_t>(piece.sub)];
+        const ConvProblem& q = sub.p;
+        ConvArgs a = args;
+        a.weights.data = part;
+        a.bias.data = p.with_bias ? part + W : nullptr;
+        if (!s.by_position) {
+            a.src.data = src + piece.n0 * img_in;
+            a.dst.data = ddst + piece.n0 * img_out;
+        } else {
+            // Offsets of the region's first element in channels-last images.
+            int64_t i0[3] = {0, 0, 0}, o0[3] = {0, 0, 0}, qin[3] = {1, 1, 1};
+            for (int i = 0; i < nsp; ++i)
+                i0[3 - nsp + i] = piece.in0[i], o0[3 - nsp + i] = piece.out0[i], qin[3 - nsp + i] = q.in[i];
+            a.dst.data = ddst + piece.n0 * img_out + ((o0[0] * out[1] + o0[1]) * out[2] + o0[2]) * p.oc;
+            const float* s0 = src + piece.n0 * img_in;
+            if (!s.gather_src) {
+                a.src.data = const_cast<float*>(s0) + ((i0[0] * in[1] + i0[1]) * in[2] + i0[2]) * p.ic;
+            } else {
+                const std::size_t row = static_cast<std::size_t>(qin[2] * p.ic) * f;
+#pragma omp parallel for collapse(2) schedule(static)
+                for (int64_t d = 0; d < qin[0]; ++d)
+                    for (int64_t h = 0; h < qin[1]; ++h)
+                        std::memcpy(gathered + (d * qin[1] + h) * qin[2] * p.ic,
+                                    s0 + (((i0[0] + d) * in[1] + i0[1] + h) * in[2] + i0[2]) * p.ic, row);
+                a.src.data = gathered;
+            }
+        }
+        run_dnnl_plan(*sub.plan, q, a);
+        accumulate(acc, part, p.with_bias ? W + p.oc : W, first);
+        first = false;
+    }
+    store(static_cast<float*>(args.weights.data), acc, W);
+    if (p.with_bias) store(static_cast<float*>(args.bias.data), acc + W, p.oc);
+}
+
+void run_bwd_d(SplitPlan& s, const ConvArgs& args) {
+    const ConvProblem& p = s.p;
+    const int nsp = p.nsp;
+    const int64_t SP_out = prod(p.out, nsp), taps = prod(p.k, nsp);
+    const int64_t N = p.mb * p.ic * prod(p.in, nsp);
+    const std::size_t f = sizeof(float);
+    auto al = [](std::size_t b) { return (b + 63) & ~std::size_t(63); };
+    int64_t max_oc = 0;
+    for (const SplitSub& sub : s.subs) max_oc = std::max(max_oc, sub.p.oc);
+    const std::size_t acc_b = al(N * sizeof(double)), part_b = al(N * f);
+    core::Buffer buf(Device::cpu(), acc_b + part_b + al(p.mb * max_oc * SP_out * f));
+    char* base = static_cast<char*>(buf.data());
+    double* acc = reinterpret_cast<double*>(base);
+    float* part = reinterpret_cast<float*>(base + acc_b);
+    float* slice = reinterpret_cast<float*>(base + acc_b + part_b);
+    const float* ddst = static_cast<const float*>(args.dst.data);
+    const float* wei = static_cast<const float*>(args.weights.data);
+    const bool cl = p.dst_layout == Layout::channels_last;
+    bool first = true;
+    for (const SplitPiece& piece : s.pieces) {
+        SplitSub& sub = s.subs[static_cast<std::size_t>(piece.sub)];
+        const int64_t oc = sub.p.oc, oc0 = piece.oc0;
+        // diff_dst's channels [oc0, oc0 + oc) as a dense tensor in the user's layout.
+        if (cl) {
+            const int64_t M = p.mb * SP_out;
+#pragma omp parallel for schedule(static)
+            for (int64_t m = 0; m < M; ++m)
+                std::memcpy(slice + m * oc, ddst + m * p.oc + oc0, static_cast<std::size_t>(oc) * f);
+        } else {
+#pragma omp parallel for schedule(static)
+            for (int64_t n = 0; n < p.mb; ++n)
+                std::memcpy(slice + n * oc * SP_out, ddst + (n * p.oc + oc0) * SP_out,
+                            static_cast<std::size_t>(oc * SP_out) * f);
+        }
+        ConvArgs a = args;
+        a.dst.data = slice;
+        // Output channels are the weights' outermost dim in both plain layouts (oi.., o..i).
+        a.weights.data = const_cast<float*>(wei) + oc0 * p.ic * taps;
+        a.src.data = part;
+        run_dnnl_plan(*sub.plan, sub.p, a);
+        accumulate(acc, part, N, first);
+        first = false;
+    }
+    store(static_cast<float*>(args.src.data), acc, N);
+}
+
+}  // namespace
+
+Event run_split_plan(SplitPlan& s, const ConvArgs& args) {
+    if (s.p.dir == Direction::bwd_w) run_bwd_w(s, args);
+    else run_bwd_d(s, args);
+    return Event();
+}
+
+}  // namespace convkit::cpu
