@@ -92,9 +92,11 @@ public:
     std::vector<SplitSub> subs;
     std::vector<SplitPiece> pieces;
     bool by_position = false;    // bwd_w: pieces are slabs of positions (else groups of images)
-    bool reorder_in = false;     // bwd_w by position on channels-first tensors: to channels-last first
-    bool gather_src = false;     // bwd_w by position: the input region is not one contiguous block
-    int64_t gather_elems = 0;    // largest gathered input region
+    bool reorder_in = false;     // bwd_w by position, mixed layouts: both to channels-last first
+    bool cf = false;             // bwd_w by position on channels-first tensors: regions gathered
+    bool gather_src = false;     // bwd_w by position: input regions gathered into one block
+    bool gather_dst = false;     // ... and output regions (channels-first)
+    int64_t gather_src_elems = 0, gather_dst_elems = 0;  // largest regions
     dnnl::reorder src_to_cl, dst_to_cl;
 
     int sub_for(const ConvProblem& q) {
@@ -127,12 +129,19 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
         return true;
     }
     s.by_position = true;
-    s.reorder_in = p.src_layout != Layout::channels_last || p.dst_layout != Layout::channels_last;
+    // Channels-last: an output region (rows of one plane) is one block, and so is its input
+    // region when the cut is along the outermost dim. Channels-first: every channel holds its own
+    // part of the region, so both are gathered (row copies, the layout kept). Mixed layouts are
+    // reordered to channels-last whole first.
+    const bool cl = p.src_layout == Layout::channels_last && p.dst_layout == Layout::channels_last;
+    s.cf = p.src_layout == Layout::channels_first && p.dst_layout == Layout::channels_first;
+    s.reorder_in = !cl && !s.cf;
     int j = 0;
     while (j < nsp - 1 && prod(p.out + j + 1, nsp - j - 1) > limit) ++j;
     const int64_t inner = prod(p.out + j + 1, nsp - j - 1);
     const int64_t rows = std::max<int64_t>(1, limit / inner);
-    s.gather_src = j > 0;
+    s.gather_src = j > 0 || s.cf;
+    s.gather_dst = s.cf;
     // Output ranges per dim: one index along the dims before j, `rows` along j, all after.
     int64_t lead[3] = {1, 1, 1};
     for (int i = 0; i < j; ++i) lead[i] = p.out[i];
@@ -142,7 +151,7 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
             for (int64_t a = 0; a < p.out[j]; a += rows) {
                 ConvProblem q = p;
                 q.mb = 1;
-                q.src_layout = q.dst_layout = Layout::channels_last;
+                if (!s.cf) q.src_layout = q.dst_layout = Layout::channels_last;
                 SplitPiece piece;
                 piece.n0 = n;
                 int64_t rem = l;
@@ -168,7 +177,8 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
                     q.pad_l[i] = i0 - lo;
                     q.pad_r[i] = hi - i1;
                 }
-                if (s.gather_src) s.gather_elems = std::max(s.gather_elems, prod(q.in, nsp) * p.ic);
+                s.gather_src_elems = std::max(s.gather_src_elems, prod(q.in, nsp) * p.ic);
+                s.gather_dst_elems = std::max(s.gather_dst_elems, prod(q.out, nsp) * p.oc);
                 piece.sub = s.sub_for(q);
                 s.pieces.push_back(piece);
             }
@@ -237,6 +247,31 @@ PlanInfo split_plan_info(SplitPlan& s) {
 
 namespace {
 
+// Copies the box `ext` at `start` of one image (`full` spatial sizes, C channels, channels-first
+// or channels-last) into a dense image of the box's sizes in the same layout.
+void gather(float* out, const float* img, int64_t C, const int64_t full[3], const int64_t start[3],
+            const int64_t ext[3], bool channels_first) {
+    const int64_t rows = ext[0] * ext[1];
+    if (channels_first) {
+        const std::size_t row = static_cast<std::size_t>(ext[2]) * sizeof(float);
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t d = r / ext[1], h = r % ext[1];
+                std::memcpy(out + (c * rows + r) * ext[2],
+                            img + ((c * full[0] + start[0] + d) * full[1] + start[1] + h) * full[2] + start[2], row);
+            }
+    } else {
+        const std::size_t row = static_cast<std::size_t>(ext[2] * C) * sizeof(float);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t d = r / ext[1], h = r % ext[1];
+            std::memcpy(out + r * ext[2] * C, img + (((start[0] + d) * full[1] + start[1] + h) * full[2] + start[2]) * C,
+                        row);
+        }
+    }
+}
+
 void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
     const ConvProblem& p = s.p;
     const int nsp = p.nsp;
@@ -247,7 +282,8 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
     auto al = [](std::size_t b) { return (b + 63) & ~std::size_t(63); };
     const std::size_t acc_b = al((W + p.oc) * sizeof(double)), part_b = al((W + p.oc) * f);
     const std::size_t cl_b = s.reorder_in ? al(SRC * f) + al(DST * f) : 0;
-    const std::size_t g_b = s.gather_src ? al(s.gather_elems * f) : 0;
+    const std::size_t gs_b = s.gather_src ? al(s.gather_src_elems * f) : 0;
+    const std::size_t g_b = gs_b + (s.gather_dst ? al(s.gather_dst_elems * f) : 0);
     core::Buffer buf(Device::cpu(), acc_b + part_b + cl_b + g_b);
     char* base = static_cast<char*>(buf.data());
     double* acc = reinterpret_cast<double*>(base);
@@ -272,7 +308,8 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
         src = src_cl;
         ddst = dst_cl;
     }
-    float* gathered = s.gather_src ? reinterpret_cast<float*>(base + acc_b + part_b + cl_b) : nullptr;
+    float* gathered = reinterpret_cast<float*>(base + acc_b + part_b + cl_b);
+    float* gathered_dst = reinterpret_cast<float*>(base + acc_b + part_b + cl_b + gs_b);
     int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1};
     for (int i = 0; i < nsp; ++i) in[3 - nsp + i] = p.in[i], out[3 - nsp + i] = p.out[i];
     const int64_t img_in = p.ic * prod(p.in, nsp), img_out = p.oc * prod(p.out, nsp);
@@ -287,22 +324,24 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
             a.src.data = src + piece.n0 * img_in;
             a.dst.data = ddst + piece.n0 * img_out;
         } else {
-            // Offsets of the region's first element in channels-last images.
-            int64_t i0[3] = {0, 0, 0}, o0[3] = {0, 0, 0}, qin[3] = {1, 1, 1};
-            for (int i = 0; i < nsp; ++i)
-                i0[3 - nsp + i] = piece.in0[i], o0[3 - nsp + i] = piece.out0[i], qin[3 - nsp + i] = q.in[i];
-            a.dst.data = ddst + piece.n0 * img_out + ((o0[0] * out[1] + o0[1]) * out[2] + o0[2]) * p.oc;
-            const float* s0 = src + piece.n0 * img_in;
-            if (!s.gather_src) {
-                a.src.data = const_cast<float*>(s0) + ((i0[0] * in[1] + i0[1]) * in[2] + i0[2]) * p.ic;
-            } else {
-                const std::size_t row = static_cast<std::size_t>(qin[2] * p.ic) * f;
-#pragma omp parallel for collapse(2) schedule(static)
-                for (int64_t d = 0; d < qin[0]; ++d)
-                    for (int64_t h = 0; h < qin[1]; ++h)
-                        std::memcpy(gathered + (d * qin[1] + h) * qin[2] * p.ic,
-                                    s0 + (((i0[0] + d) * in[1] + i0[1] + h) * in[2] + i0[2]) * p.ic, row);
+            int64_t i0[3] = {0, 0, 0}, o0[3] = {0, 0, 0}, qin[3] = {1, 1, 1}, qout[3] = {1, 1, 1};
+            for (int i = 0; i < nsp; ++i) {
+                const int k = 3 - nsp + i;
+                i0[k] = piece.in0[i], o0[k] = piece.out0[i], qin[k] = q.in[i], qout[k] = q.out[i];
+            }
+            float* const s0 = src + piece.n0 * img_in;
+            float* const d0 = ddst + piece.n0 * img_out;
+            if (s.gather_src) {
+                gather(gathered, s0, p.ic, in, i0, qin, s.cf);
                 a.src.data = gathered;
+            } else {
+                a.src.data = s0 + ((i0[0] * in[1] + i0[1]) * in[2] + i0[2]) * p.ic;
+            }
+            if (s.gather_dst) {
+                gather(gathered_dst, d0, p.oc, out, o0, qout, s.cf);
+                a.dst.data = gathered_dst;
+            } else {
+                a.dst.data = d0 + ((o0[0] * out[1] + o0[1]) * out[2] + o0[2]) * p.oc;
             }
         }
         run_dnnl_plan(*sub.plan, q, a);
