@@ -84,6 +84,10 @@ struct SplitPiece {
 struct SplitSub {
     ConvProblem p;
     std::shared_ptr<DnnlPlan> plan;
+    // bwd_w by position, channels-first side: the piece's region of the user's tensor (a strided
+    // view) reordered into the dense channels-last tensor the piece reads.
+    memory::desc src_view, dst_view;
+    dnnl::reorder src_in, dst_in;
 };
 
 class SplitPlan {
@@ -92,22 +96,39 @@ public:
     std::vector<SplitSub> subs;
     std::vector<SplitPiece> pieces;
     bool by_position = false;    // bwd_w: pieces are slabs of positions (else groups of images)
-    bool reorder_in = false;     // bwd_w by position, mixed layouts: both to channels-last first
-    bool cf = false;             // bwd_w by position on channels-first tensors: regions gathered
-    bool gather_src = false;     // bwd_w by position: input regions gathered into one block
-    bool gather_dst = false;     // ... and output regions (channels-first)
+    bool src_cf = false, dst_cf = false;  // bwd_w by position: that side is channels-first
+    bool gather_src = false;     // bwd_w by position: input regions copied into one block
     int64_t gather_src_elems = 0, gather_dst_elems = 0;  // largest regions
-    dnnl::reorder src_to_cl, dst_to_cl;
 
     int sub_for(const ConvProblem& q) {
         for (std::size_t i = 0; i < subs.size(); ++i)
             if (subs[i].p == q) return static_cast<int>(i);
-        subs.push_back(SplitSub{q, make_dnnl_plan(q)});
+        SplitSub sub;
+        sub.p = q;
+        sub.plan = make_dnnl_plan(q);
+        subs.push_back(std::move(sub));
         return static_cast<int>(subs.size()) - 1;
     }
 };
 
 namespace {
+
+// A reorder from the region of sub-problem q's src (or diff_dst) inside p's channels-first
+// tensor, described with p's strides, to q's dense channels-last tensor.
+dnnl::reorder view_reorder(const ConvProblem& p, const ConvProblem& q, bool dst, memory::desc& view) {
+    const int64_t* full = dst ? p.out : p.in;
+    memory::dims strides(static_cast<std::size_t>(p.nsp) + 2);
+    int64_t st = 1;
+    for (int i = p.nsp - 1; i >= 0; --i) {
+        strides[static_cast<std::size_t>(i) + 2] = st;
+        st *= full[i];
+    }
+    strides[1] = st;
+    strides[0] = st * (dst ? p.oc : p.ic);
+    view = memory::desc(act_dims(q, dst), memory::data_type::f32, strides);
+    const memory::desc dense(act_dims(q, dst), memory::data_type::f32, plain_tag(q.nsp, true));
+    return dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), view, dnnl_engine(), dense));
+}
 
 // Backward weights: the reduction runs over every image and output position. Whole images are
 // grouped while they fit; a larger image is cut along its outermost spatial dim that leaves
@@ -129,19 +150,19 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
         return true;
     }
     s.by_position = true;
-    // Channels-last: an output region (rows of one plane) is one block, and so is its input
-    // region when the cut is along the outermost dim. Channels-first: every channel holds its own
-    // part of the region, so both are gathered (row copies, the layout kept). Mixed layouts are
-    // reordered to channels-last whole first.
-    const bool cl = p.src_layout == Layout::channels_last && p.dst_layout == Layout::channels_last;
-    s.cf = p.src_layout == Layout::channels_first && p.dst_layout == Layout::channels_first;
-    s.reorder_in = !cl && !s.cf;
+    // Pieces run channels-last: oneDNN's channels-last backward-weights kernels keep their error
+    // near 1.25 * 2^-24 * sqrt(K); its blocked ones, which channels-first pieces would get,
+    // measured 2-3x that (U-Net conv_6: 1.2e-5 on 4056-position pieces). Channels-last: an
+    // output region (rows of one plane) is one block, and so is its input region when the cut is
+    // along the outermost dim (else its rows are copied). Channels-first: a oneDNN reorder per
+    // piece reads the region as a strided view into a channels-last block.
+    s.src_cf = p.src_layout == Layout::channels_first;
+    s.dst_cf = p.dst_layout == Layout::channels_first;
     int j = 0;
     while (j < nsp - 1 && prod(p.out + j + 1, nsp - j - 1) > limit) ++j;
     const int64_t inner = prod(p.out + j + 1, nsp - j - 1);
     const int64_t rows = std::max<int64_t>(1, limit / inner);
-    s.gather_src = j > 0 || s.cf;
-    s.gather_dst = s.cf;
+    s.gather_src = j > 0 && !s.src_cf;
     // Output ranges per dim: one index along the dims before j, `rows` along j, all after.
     int64_t lead[3] = {1, 1, 1};
     for (int i = 0; i < j; ++i) lead[i] = p.out[i];
@@ -151,7 +172,7 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
             for (int64_t a = 0; a < p.out[j]; a += rows) {
                 ConvProblem q = p;
                 q.mb = 1;
-                if (!s.cf) q.src_layout = q.dst_layout = Layout::channels_last;
+                q.src_layout = q.dst_layout = Layout::channels_last;
                 SplitPiece piece;
                 piece.n0 = n;
                 int64_t rem = l;
@@ -180,19 +201,11 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
                 s.gather_src_elems = std::max(s.gather_src_elems, prod(q.in, nsp) * p.ic);
                 s.gather_dst_elems = std::max(s.gather_dst_elems, prod(q.out, nsp) * p.oc);
                 piece.sub = s.sub_for(q);
+                SplitSub& sub = s.subs[static_cast<std::size_t>(piece.sub)];
+                if (s.src_cf && !sub.src_in) sub.src_in = view_reorder(p, q, false, sub.src_view);
+                if (s.dst_cf && !sub.dst_in) sub.dst_in = view_reorder(p, q, true, sub.dst_view);
                 s.pieces.push_back(piece);
             }
-    if (s.reorder_in) {
-        auto make = [&](bool dst) {
-            const memory::desc from(act_dims(p, dst), memory::data_type::f32,
-                                    plain_tag(nsp, (dst ? p.dst_layout : p.src_layout) == Layout::channels_last));
-            const memory::desc to(act_dims(p, dst), memory::data_type::f32, plain_tag(nsp, true));
-            return dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), from,
-                                                               dnnl_engine(), to));
-        };
-        s.src_to_cl = make(false);
-        s.dst_to_cl = make(true);
-    }
     return true;
 }
 
@@ -247,28 +260,17 @@ PlanInfo split_plan_info(SplitPlan& s) {
 
 namespace {
 
-// Copies the box `ext` at `start` of one image (`full` spatial sizes, C channels, channels-first
-// or channels-last) into a dense image of the box's sizes in the same layout.
-void gather(float* out, const float* img, int64_t C, const int64_t full[3], const int64_t start[3],
-            const int64_t ext[3], bool channels_first) {
+// Copies the box `ext` at `start` of one channels-last image (`full` spatial sizes, C channels)
+// into a dense channels-last image of the box's sizes.
+void gather_rows(float* out, const float* img, int64_t C, const int64_t full[3], const int64_t start[3],
+                 const int64_t ext[3]) {
     const int64_t rows = ext[0] * ext[1];
-    if (channels_first) {
-        const std::size_t row = static_cast<std::size_t>(ext[2]) * sizeof(float);
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int64_t c = 0; c < C; ++c)
-            for (int64_t r = 0; r < rows; ++r) {
-                const int64_t d = r / ext[1], h = r % ext[1];
-                std::memcpy(out + (c * rows + r) * ext[2],
-                            img + ((c * full[0] + start[0] + d) * full[1] + start[1] + h) * full[2] + start[2], row);
-            }
-    } else {
-        const std::size_t row = static_cast<std::size_t>(ext[2] * C) * sizeof(float);
+    const std::size_t row = static_cast<std::size_t>(ext[2] * C) * sizeof(float);
 #pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            const int64_t d = r / ext[1], h = r % ext[1];
-            std::memcpy(out + r * ext[2] * C, img + (((start[0] + d) * full[1] + start[1] + h) * full[2] + start[2]) * C,
-                        row);
-        }
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t d = r / ext[1], h = r % ext[1];
+        std::memcpy(out + r * ext[2] * C, img + (((start[0] + d) * full[1] + start[1] + h) * full[2] + start[2]) * C,
+                    row);
     }
 }
 
@@ -277,39 +279,32 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
     const int nsp = p.nsp;
     const int64_t W = prod(p.k, nsp) * p.icg() * p.oc;
     const std::size_t f = sizeof(float);
-    // Region: double accumulators, f32 partials, channels-last copies, the gathered input.
-    const int64_t SRC = p.mb * p.ic * prod(p.in, nsp), DST = p.mb * p.oc * prod(p.out, nsp);
+    // Region: double accumulators, f32 partials, the piece's copied input and output.
     auto al = [](std::size_t b) { return (b + 63) & ~std::size_t(63); };
     const std::size_t acc_b = al((W + p.oc) * sizeof(double)), part_b = al((W + p.oc) * f);
-    const std::size_t cl_b = s.reorder_in ? al(SRC * f) + al(DST * f) : 0;
-    const std::size_t gs_b = s.gather_src ? al(s.gather_src_elems * f) : 0;
-    const std::size_t g_b = gs_b + (s.gather_dst ? al(s.gather_dst_elems * f) : 0);
-    core::Buffer buf(Device::cpu(), acc_b + part_b + cl_b + g_b);
+    const bool copy_src = s.gather_src || s.src_cf;
+    const std::size_t gs_b = copy_src ? al(s.gather_src_elems * f) : 0;
+    const std::size_t gd_b = s.dst_cf ? al(s.gather_dst_elems * f) : 0;
+    core::Buffer buf(Device::cpu(), acc_b + part_b + gs_b + gd_b);
     char* base = static_cast<char*>(buf.data());
     double* acc = reinterpret_cast<double*>(base);
     float* part = reinterpret_cast<float*>(base + acc_b);
+    float* gathered = reinterpret_cast<float*>(base + acc_b + part_b);
+    float* gathered_dst = reinterpret_cast<float*>(base + acc_b + part_b + gs_b);
     float* src = static_cast<float*>(args.src.data);
     float* ddst = static_cast<float*>(args.dst.data);
-    if (s.reorder_in) {
-        float* src_cl = reinterpret_cast<float*>(base + acc_b + part_b);
-        float* dst_cl = reinterpret_cast<float*>(base + acc_b + part_b + al(SRC * f));
-        dnnl::engine& eng = dnnl_engine();
-        dnnl::stream strm(eng);
-        const memory::desc sf(act_dims(p, false), memory::data_type::f32,
-                              plain_tag(nsp, p.src_layout == Layout::channels_last));
-        const memory::desc st(act_dims(p, false), memory::data_type::f32, plain_tag(nsp, true));
-        const memory::desc df(act_dims(p, true), memory::data_type::f32,
-                              plain_tag(nsp, p.dst_layout == Layout::channels_last));
-        const memory::desc dt(act_dims(p, true), memory::data_type::f32, plain_tag(nsp, true));
-        memory a(sf, eng, src), b(st, eng, src_cl), c(df, eng, ddst), d(dt, eng, dst_cl);
-        s.src_to_cl.execute(strm, a, b);
-        s.dst_to_cl.execute(strm, c, d);
+    dnnl::stream strm;
+    if (s.src_cf || s.dst_cf) strm = dnnl::stream(dnnl_engine());
+    // Runs sub's reorder from the region of a channels-first image starting at `start` (which
+    // has `full` spatial sizes) into `to`.
+    auto reorder_region = [&](const dnnl::reorder& r, const memory::desc& view, const ConvProblem& q, bool dst,
+                              float* img, const int64_t full[3], const int64_t start[3], float* to) {
+        const int64_t off = (start[0] * full[1] + start[1]) * full[2] + start[2];
+        const memory::desc dense(act_dims(q, dst), memory::data_type::f32, plain_tag(q.nsp, true));
+        memory from(view, dnnl_engine(), img + off), into(dense, dnnl_engine(), to);
+        r.execute(strm, from, into);
         strm.wait();
-        src = src_cl;
-        ddst = dst_cl;
-    }
-    float* gathered = reinterpret_cast<float*>(base + acc_b + part_b + cl_b);
-    float* gathered_dst = reinterpret_cast<float*>(base + acc_b + part_b + cl_b + gs_b);
+    };
     int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1};
     for (int i = 0; i < nsp; ++i) in[3 - nsp + i] = p.in[i], out[3 - nsp + i] = p.out[i];
     const int64_t img_in = p.ic * prod(p.in, nsp), img_out = p.oc * prod(p.out, nsp);
@@ -324,21 +319,24 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
             a.src.data = src + piece.n0 * img_in;
             a.dst.data = ddst + piece.n0 * img_out;
         } else {
-            int64_t i0[3] = {0, 0, 0}, o0[3] = {0, 0, 0}, qin[3] = {1, 1, 1}, qout[3] = {1, 1, 1};
+            int64_t i0[3] = {0, 0, 0}, o0[3] = {0, 0, 0}, qin[3] = {1, 1, 1};
             for (int i = 0; i < nsp; ++i) {
                 const int k = 3 - nsp + i;
-                i0[k] = piece.in0[i], o0[k] = piece.out0[i], qin[k] = q.in[i], qout[k] = q.out[i];
+                i0[k] = piece.in0[i], o0[k] = piece.out0[i], qin[k] = q.in[i];
             }
             float* const s0 = src + piece.n0 * img_in;
             float* const d0 = ddst + piece.n0 * img_out;
-            if (s.gather_src) {
-                gather(gathered, s0, p.ic, in, i0, qin, s.cf);
+            if (s.src_cf) {
+                reorder_region(sub.src_in, sub.src_view, q, false, s0, in, i0, gathered);
+                a.src.data = gathered;
+            } else if (s.gather_src) {
+                gather_rows(gathered, s0, p.ic, in, i0, qin);
                 a.src.data = gathered;
             } else {
                 a.src.data = s0 + ((i0[0] * in[1] + i0[1]) * in[2] + i0[2]) * p.ic;
             }
-            if (s.gather_dst) {
-                gather(gathered_dst, d0, p.oc, out, o0, qout, s.cf);
+            if (s.dst_cf) {
+                reorder_region(sub.dst_in, sub.dst_view, q, true, d0, out, o0, gathered_dst);
                 a.dst.data = gathered_dst;
             } else {
                 a.dst.data = d0 + ((o0[0] * out[1] + o0[1]) * out[2] + o0[2]) * p.oc;
