@@ -27,6 +27,7 @@
 
 #include "core/checked.hpp"
 #include "cpu/cpu_internal.hpp"
+#include "cpu/dnnl_common.hpp"
 
 namespace convkit::cpu {
 
@@ -43,9 +44,19 @@ dnnl::engine& dnnl_engine() {
     return e;
 }
 
-namespace {
+ftag act_tag(int nsp, bool cl) {
+    if (nsp == 1) return cl ? ftag::nwc : ftag::ncw;
+    if (nsp == 2) return cl ? ftag::nhwc : ftag::nchw;
+    return cl ? ftag::ndhwc : ftag::ncdhw;
+}
 
-dnnl::engine& engine() { return dnnl_engine(); }
+memory::dims act_dims(const ConvProblem& p, bool dst) {
+    memory::dims d{p.mb, dst ? p.oc : p.ic};
+    for (int i = 0; i < p.nsp; ++i) d.push_back(dst ? p.out[i] : p.in[i]);
+    return d;
+}
+
+namespace {
 
 ddt to_dnnl(DType dt) {
     switch (dt) {
@@ -57,12 +68,6 @@ ddt to_dnnl(DType dt) {
     return ddt::undef;
 }
 
-ftag act_tag(int nsp, bool cl) {
-    if (nsp == 1) return cl ? ftag::nwc : ftag::ncw;
-    if (nsp == 2) return cl ? ftag::nhwc : ftag::nchw;
-    return cl ? ftag::ndhwc : ftag::ncdhw;
-}
-
 ftag wei_tag(int nsp, bool grouped, bool cl) {
     if (grouped) {
         if (nsp == 1) return cl ? ftag::gowi : ftag::goiw;
@@ -72,12 +77,6 @@ ftag wei_tag(int nsp, bool grouped, bool cl) {
     if (nsp == 1) return cl ? ftag::owi : ftag::oiw;
     if (nsp == 2) return cl ? ftag::ohwi : ftag::oihw;
     return cl ? ftag::odhwi : ftag::oidhw;
-}
-
-memory::dims act_dims(const ConvProblem& p, bool dst) {
-    memory::dims d{p.mb, dst ? p.oc : p.ic};
-    for (int i = 0; i < p.nsp; ++i) d.push_back(dst ? p.out[i] : p.in[i]);
-    return d;
 }
 
 memory::dims wei_dims(const ConvProblem& p) {
@@ -328,7 +327,7 @@ struct Builder {
 
     // A cached reorder step from one descriptor to another.
     void add_reorder(const mdesc& from, Bind src, const mdesc& to, Bind dst, bool weights = false) {
-        dnnl::reorder::primitive_desc rpd(engine(), from, engine(), to, base_attr());
+        dnnl::reorder::primitive_desc rpd(dnnl_engine(), from, dnnl_engine(), to, base_attr());
         Step s;
         s.prim = dnnl::reorder(rpd);
         s.add(DNNL_ARG_FROM, from, src);
@@ -383,7 +382,7 @@ struct Builder {
         dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
                                              dnnl::algorithm::convolution_direct, s, wei_any(dt), b, d, strides,
                                              dil, pad_l, pad_r);
-        dnnl::convolution_forward::primitive_desc pd(desc, attr, engine(), true);
+        dnnl::convolution_forward::primitive_desc pd(desc, attr, dnnl_engine(), true);
         if (!pd) return false;
         out.pd = pd;
         out.fused = fuse;
@@ -494,7 +493,7 @@ struct Builder {
         mdesc b = bias ? mdesc({p.oc}, bias_dt, ftag::x) : mdesc();
         dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                              s, w, b, d, strides, dil, pad_l, pad_r);
-        return dnnl::convolution_forward::primitive_desc(desc, base_attr(), engine(), true);
+        return dnnl::convolution_forward::primitive_desc(desc, base_attr(), dnnl_engine(), true);
     }
 
     // ---- backward data ----
@@ -508,7 +507,7 @@ struct Builder {
             mdesc d = act_md(true, mode, dt);
             dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, s, wei_any(dt), d,
                                                        strides, dil, pad_l, pad_r);
-            dnnl::convolution_backward_data::primitive_desc pd(desc, base_attr(), engine(), h, true);
+            dnnl::convolution_backward_data::primitive_desc pd(desc, base_attr(), dnnl_engine(), h, true);
             if (!pd) continue;
             if (is_ref(pd.impl_info_str())) {
                 if (!fallback) fallback = pd;
@@ -554,7 +553,7 @@ struct Builder {
                 mdesc b = p.with_bias ? mdesc({p.oc}, odt, ftag::x) : mdesc();
                 dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, s, wei_any(odt), b,
                                                               d, strides, dil, pad_l, pad_r);
-                dnnl::convolution_backward_weights::primitive_desc pd(desc, base_attr(), engine(), h, true);
+                dnnl::convolution_backward_weights::primitive_desc pd(desc, base_attr(), dnnl_engine(), h, true);
                 if (!pd) continue;
                 if (is_ref(pd.impl_info_str())) {
                     if (!fallback) fallback = pd;
@@ -659,7 +658,7 @@ struct Builder {
     static dnnl::matmul::primitive_desc make_matmul(const mdesc& a, const mdesc& w, const mdesc* b, const mdesc& c,
                                                     const dnnl::primitive_attr& attr) {
         dnnl::matmul::desc d = b ? dnnl::matmul::desc(a, w, *b, c) : dnnl::matmul::desc(a, w, c);
-        return dnnl::matmul::primitive_desc(d, attr, engine(), true);
+        return dnnl::matmul::primitive_desc(d, attr, dnnl_engine(), true);
     }
 
     void note_matmul(const dnnl::matmul::primitive_desc& pd, const mdesc& a, const mdesc& w, const mdesc& c) {
@@ -832,14 +831,14 @@ std::unique_ptr<Variant> build_variant(const ConvProblem& p, int nthr) {
 
 std::unique_ptr<ExecCtx> make_ctx(const Variant& v) {
     auto c = std::make_unique<ExecCtx>();
-    c->strm = dnnl::stream(engine());
+    c->strm = dnnl::stream(dnnl_engine());
     c->mems.resize(v.steps.size());
     c->cargs.resize(v.steps.size());
     for (std::size_t i = 0; i < v.steps.size(); ++i) {
         const Step& s = v.steps[i];
         if (s.kind != Step::primitive) continue;
         for (std::size_t a = 0; a < s.arg_ids.size(); ++a) {
-            c->mems[i].emplace_back(s.mds[a], engine(), static_cast<void*>(nullptr));
+            c->mems[i].emplace_back(s.mds[a], dnnl_engine(), static_cast<void*>(nullptr));
             c->cargs[i].push_back(dnnl_exec_arg_t{s.arg_ids[a], c->mems[i].back().get()});
         }
     }
@@ -883,13 +882,13 @@ void* repack(Variant& v, const PackedWeightsHandle& h, char* ws) {
         for (auto& e : v.packed_reorders)
             if (e.first == h.md) r = e.second;
         if (!r) {
-            r = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), h.md, engine(), v.wei_md));
+            r = dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), h.md, dnnl_engine(), v.wei_md));
             v.packed_reorders.emplace_back(h.md, r);
         }
     }
     void* out = ws + v.temp_off[static_cast<std::size_t>(v.wei_temp)];
-    dnnl::memory from(h.md, engine(), h.data.data()), to(v.wei_md, engine(), out);
-    dnnl::stream s(engine());
+    dnnl::memory from(h.md, dnnl_engine(), h.data.data()), to(v.wei_md, dnnl_engine(), out);
+    dnnl::stream s(dnnl_engine());
     r.execute(s, from, to);
     s.wait();
     return out;
@@ -1044,9 +1043,9 @@ std::shared_ptr<void> dnnl_prepack(DnnlPlan& plan, const ConvProblem& p, const T
     if (u_wei == v.wei_md) {
         std::memcpy(h->data.data(), weights.data, v.wei_md.get_size());
     } else {
-        dnnl::reorder r(dnnl::reorder::primitive_desc(engine(), u_wei, engine(), v.wei_md));
-        dnnl::memory from(u_wei, engine(), weights.data), to(v.wei_md, engine(), h->data.data());
-        dnnl::stream s(engine());
+        dnnl::reorder r(dnnl::reorder::primitive_desc(dnnl_engine(), u_wei, dnnl_engine(), v.wei_md));
+        dnnl::memory from(u_wei, dnnl_engine(), weights.data), to(v.wei_md, dnnl_engine(), h->data.data());
+        dnnl::stream s(dnnl_engine());
         r.execute(s, from, to);
         s.wait();
     }
@@ -1064,7 +1063,7 @@ std::string dnnl_f16_unsupported_reason() {
                 {0, 0}, {1, 1}, {1, 1});
             dnnl::primitive_attr attr;
             attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-            dnnl::convolution_forward::primitive_desc pd(desc, attr, engine(), true);
+            dnnl::convolution_forward::primitive_desc pd(desc, attr, dnnl_engine(), true);
             if (!pd || is_ref(pd.impl_info_str())) return std::string(msg);
             return std::string();
         } catch (const dnnl::error&) {

@@ -16,10 +16,9 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "cpu/cpu_internal.hpp"
+#include "cpu/dnnl_common.hpp"
 
 namespace convkit::cpu {
-
-dnnl::engine& dnnl_engine();  // dnnl_plan.cpp: the one CPU engine every primitive runs on
 
 using core::ConvArgs;
 using core::ConvProblem;
@@ -44,21 +43,6 @@ int64_t prod(const int64_t* v, int n) {
 }
 
 using dnnl::memory;
-using ftag = memory::format_tag;
-
-ftag plain_tag(int nsp, bool cl) {
-    switch (nsp) {
-        case 1: return cl ? ftag::nwc : ftag::ncw;
-        case 2: return cl ? ftag::nhwc : ftag::nchw;
-        default: return cl ? ftag::ndhwc : ftag::ncdhw;
-    }
-}
-
-memory::dims act_dims(const ConvProblem& p, bool dst) {
-    memory::dims d{p.mb, dst ? p.oc : p.ic};
-    for (int i = 0; i < p.nsp; ++i) d.push_back(dst ? p.out[i] : p.in[i]);
-    return d;
-}
 
 void accumulate(double* acc, const float* part, int64_t n, bool first) {
 #pragma omp parallel for schedule(static)
@@ -109,6 +93,19 @@ public:
         subs.push_back(std::move(sub));
         return static_cast<int>(subs.size()) - 1;
     }
+
+    // Pieces over [0, total) in steps of `per` along one dim of the problem (images, output
+    // channels): each sub-problem's `size` is its step's length, each piece's `start` its first index.
+    void add_ranges(int64_t total, int64_t per, int64_t ConvProblem::*size, int64_t SplitPiece::*start) {
+        for (int64_t a = 0; a < total; a += per) {
+            ConvProblem q = p;
+            q.*size = std::min(per, total - a);
+            SplitPiece piece;
+            piece.*start = a;
+            piece.sub = sub_for(q);
+            pieces.push_back(piece);
+        }
+    }
 };
 
 namespace {
@@ -126,7 +123,7 @@ dnnl::reorder view_reorder(const ConvProblem& p, const ConvProblem& q, bool dst,
     strides[1] = st;
     strides[0] = st * (dst ? p.oc : p.ic);
     view = memory::desc(act_dims(q, dst), memory::data_type::f32, strides);
-    const memory::desc dense(act_dims(q, dst), memory::data_type::f32, plain_tag(q.nsp, true));
+    const memory::desc dense(act_dims(q, dst), memory::data_type::f32, act_tag(q.nsp, true));
     return dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), view, dnnl_engine(), dense));
 }
 
@@ -138,15 +135,7 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
     const int nsp = p.nsp;
     const int64_t P = prod(p.out, nsp);
     if (P <= limit) {
-        const int64_t per = std::max<int64_t>(1, limit / P);
-        for (int64_t n0 = 0; n0 < p.mb; n0 += per) {
-            ConvProblem q = p;
-            q.mb = std::min(per, p.mb - n0);
-            SplitPiece piece;
-            piece.n0 = n0;
-            piece.sub = s.sub_for(q);
-            s.pieces.push_back(piece);
-        }
+        s.add_ranges(p.mb, std::max<int64_t>(1, limit / P), &ConvProblem::mb, &SplitPiece::n0);
         return true;
     }
     s.by_position = true;
@@ -219,14 +208,7 @@ bool plan_bwd_d(SplitPlan& s, int64_t limit) {
     const int64_t n = (K + limit - 1) / limit;
     int64_t per = (p.oc + n - 1) / n;
     per = std::min(p.oc, (per + 15) / 16 * 16);
-    for (int64_t oc0 = 0; oc0 < p.oc; oc0 += per) {
-        ConvProblem q = p;
-        q.oc = std::min(per, p.oc - oc0);
-        SplitPiece piece;
-        piece.oc0 = oc0;
-        piece.sub = s.sub_for(q);
-        s.pieces.push_back(piece);
-    }
+    s.add_ranges(p.oc, per, &ConvProblem::oc, &SplitPiece::oc0);
     return s.pieces.size() > 1;
 }
 
@@ -300,7 +282,7 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
     auto reorder_region = [&](const dnnl::reorder& r, const memory::desc& view, const ConvProblem& q, bool dst,
                               float* img, const int64_t full[3], const int64_t start[3], float* to) {
         const int64_t off = (start[0] * full[1] + start[1]) * full[2] + start[2];
-        const memory::desc dense(act_dims(q, dst), memory::data_type::f32, plain_tag(q.nsp, true));
+        const memory::desc dense(act_dims(q, dst), memory::data_type::f32, act_tag(q.nsp, true));
         memory from(view, dnnl_engine(), img + off), into(dense, dnnl_engine(), to);
         r.execute(strm, from, into);
         strm.wait();
