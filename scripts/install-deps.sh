@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs what convkit needs from Debian's packages (skips apt when everything is present).
-# The CUDA backend is built too when the CUDA toolkit with cuDNN is in /usr/local/cuda.
+# Installs what convkit needs from Debian's packages (scripts/packages.txt, the one list; apt runs
+# only when something on it is missing). The CUDA backend is built too when the CUDA toolkit with
+# cuDNN is in /usr/local/cuda.
 set -euo pipefail
-pkgs=(cmake ninja-build g++ libgtest-dev libbenchmark-dev libdnnl-dev libopenblas-dev libcli11-dev
-      python3 python3-numpy python3-torch)
+cd "$(dirname "$0")/.."
+mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/packages.txt | grep -v '^$')
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

@@ -37,6 +37,7 @@ const ConvOptions kCpu{Engine::cpu, {}};
 //    1e-5 leaves room for oneDNN's fused eltwise approximations (exp, erf, tanh: a few ulps).
 //  * bf16: both sides accumulate in f32 and round once to bf16, so they differ by at most one
 //    bf16 ulp of the result: 2^-7 relative at the bottom of a binade.
+//  * f16: the same with 11 significant bits: one ulp is 2^-10 (9.8e-4) at the bottom of a binade.
 //  * f64: the OpenBLAS path and the reference both accumulate in double in different orders:
 //    1e-12 of the scale.
 double tolerance(DType dt) {
@@ -150,11 +151,15 @@ public:
         return p;
     }
     std::string impl(int dir) const { return cpu::plan_info(problem(dir)).impl; }
-    // Runs every direction and checks each ran on oneDNN's matmul (f32/bf16 channels-last).
+    // Runs every direction and checks each ran on oneDNN's matmul (f32 and native bf16,
+    // channels-last; widened 16-bit problems run convolutions, see CpuPlans.MatmulPath).
     void run_all_expect_matmul() const {
         run_all();
-        if (dt_ == DType::f64 || layout_ != Layout::channels_last) return;
-        for (int dir = 0; dir < 3; ++dir) EXPECT_EQ(impl(dir).rfind("matmul:", 0), 0u) << name("") << " dir " << dir << ": " << impl(dir);
+        if (dt_ == DType::f64 || dt_ == DType::f16 || layout_ != Layout::channels_last) return;
+        for (int dir = 0; dir < 3; ++dir) {
+            if (cpu::plan_info(problem(dir)).widened) continue;
+            EXPECT_EQ(impl(dir).rfind("matmul:", 0), 0u) << name("") << " dir " << dir << ": " << impl(dir);
+        }
     }
 
     void run_fwd() const { run(0); }
@@ -386,7 +391,7 @@ TEST_P(CpuShapes, MixedLayouts) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, CpuShapes,
-                         ::testing::Combine(::testing::Values(DType::f32, DType::bf16, DType::f64),
+                         ::testing::Combine(::testing::Values(DType::f32, DType::bf16, DType::f16, DType::f64),
                                             ::testing::Values(Layout::channels_last, Layout::channels_first)),
                          [](const auto& info) {
                              return std::string(to_string(std::get<0>(info.param))) +
@@ -454,7 +459,7 @@ const PostOpCase kPostOps[] = {
 };
 
 INSTANTIATE_TEST_SUITE_P(Cpu, CpuPostOps,
-                         ::testing::Combine(::testing::Values(DType::f32, DType::bf16, DType::f64),
+                         ::testing::Combine(::testing::Values(DType::f32, DType::bf16, DType::f16, DType::f64),
                                             ::testing::Values(Layout::channels_last, Layout::channels_first),
                                             ::testing::ValuesIn(kPostOps)),
                          [](const auto& info) {
@@ -495,7 +500,10 @@ std::vector<tools::ConvDesc> resnet50_layers() {
 }
 
 TEST(CpuPlans, ResNet50NeverRef) {
-    for (DType dt : {DType::f32, DType::bf16})
+    // On every ISA: bf16/f16 take native kernels where oneDNN has them and otherwise its f32
+    // kernels over widened copies, never `ref` (on an AVX2 machine oneDNN 2.6 has no other bf16
+    // kernels and no f16 ones at all).
+    for (DType dt : {DType::f32, DType::bf16, DType::f16})
         for (Layout l : {Layout::channels_last, Layout::channels_first})
             for (core::Direction dir : {core::Direction::fwd, core::Direction::bwd_d, core::Direction::bwd_w})
                 for (const auto& r : resnet50_layers()) {
@@ -521,6 +529,12 @@ TEST(CpuPlans, MatmulPath) {
         for (core::Direction dir : {core::Direction::fwd, core::Direction::bwd_d, core::Direction::bwd_w}) {
             core::ConvProblem p = problem(dir, dt, Layout::channels_last, 1, 2048, 512, 7, 1, 1, 0, dir != core::Direction::bwd_d);
             cpu::PlanInfo info = cpu::plan_info(p);
+            // A widened bf16 problem (no native bf16 kernels on this CPU) runs convolutions: the
+            // matmul path's gain is reading plain weights in place, which widening takes away.
+            if (info.widened) {
+                EXPECT_EQ(info.impl.find("matmul"), std::string::npos) << p.str() << ": " << info.impl;
+                continue;
+            }
             EXPECT_EQ(info.impl.rfind("matmul:", 0), 0u) << p.str() << ": " << info.impl;
             EXPECT_EQ(info.reorders, 0) << p.str() << ": " << info.reorder_impls;
             // Activation-heavy 1x1 (res2_1x1b) stays on the convolution primitive.
@@ -812,20 +826,116 @@ TEST(CpuDeterminism, BackwardBitwiseReproducible) {
 
 // ---- dtypes ----
 
-TEST(CpuDtypes, F16HasAClearError) {
+// A 16-bit result is rounded once, after bias and post-ops: with src (1, 2^-8) and weights 1 the
+// convolution is 1 + 2^-8, a tie that alone rounds to 1 in bf16; with bias 2^-16 the exact result
+// rounds up to 1 + 2^-7. Rounding the convolution before the bias would give 1. f16 likewise
+// with (1, 2^-11) and 2^-20.
+TEST(CpuDtypes, SixteenBitRoundsOnce) {
+    for (DType dt : {DType::bf16, DType::f16})
+        for (cpu::WidePolicy policy : {cpu::WidePolicy::automatic, cpu::WidePolicy::always}) {
+            cpu::set_wide_policy(policy);
+            clear_cache(Engine::cpu);
+            const bool bf = dt == DType::bf16;
+            const double half_ulp = bf ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+            const double nudge = bf ? std::ldexp(1.0, -16) : std::ldexp(1.0, -20);
+            Tensor src(dt, Dims{1, 2, 1, 1}, Layout::channels_last), wei(dt, Dims{1, 2, 1, 1}, Layout::channels_last),
+                bias(dt, Dims{1}), dst(dt, Dims{1, 1, 1, 1}, Layout::channels_last);
+            from_host_f64(src.view(), {1.0, half_ulp});
+            from_host_f64(wei.view(), {1.0, 1.0});
+            from_host_f64(bias.view(), {nudge});
+            convolution_forward(dst, src, wei, bias, ConvParams(), PostOps(), Stream(), {}, kCpu).wait();
+            EXPECT_EQ(to_host_f64(dst.view())[0], 1.0 + 2 * half_ulp) << to_string(dt) << " policy " << static_cast<int>(policy);
+            // Backward data sums over three output channels in f32: 1 + half ulp + nudge. Partial
+            // sums rounded to 16 bits would lose the nudge and give 1.
+            Tensor ddst(dt, Dims{1, 3, 1, 1}, Layout::channels_last), w2(dt, Dims{3, 1, 1, 1}, Layout::channels_last),
+                dsrc(dt, Dims{1, 1, 1, 1}, Layout::channels_last);
+            from_host_f64(ddst.view(), {1.0, half_ulp, nudge});
+            from_host_f64(w2.view(), {1.0, 1.0, 1.0});
+            convolution_backward_data(dsrc, ddst, w2, ConvParams(), Stream(), {}, kCpu).wait();
+            EXPECT_EQ(to_host_f64(dsrc.view())[0], 1.0 + 2 * half_ulp) << to_string(dt) << " bwd_d";
+        }
+    cpu::set_wide_policy(cpu::WidePolicy::automatic);
+    clear_cache(Engine::cpu);
+}
+
+TEST(CpuDtypes, F16RunsOnTheCpuEngine) {
+    // f16 runs on the cpu engine on every ISA (oneDNN 2.6 has no f16 convolution kernels: the
+    // plans widen to f32), and `auto` picks the cpu engine for it, not the reference loops.
+    for (core::Direction dir : {core::Direction::fwd, core::Direction::bwd_d, core::Direction::bwd_w}) {
+        core::ConvProblem p = problem(dir, DType::f16, Layout::channels_last, 1, 64, 64, 56, 3, 1, 1, dir != core::Direction::bwd_d);
+        cpu::PlanInfo info = cpu::plan_info(p);
+        EXPECT_EQ(info.impl.find("ref"), std::string::npos) << p.str() << ": " << info.impl;
+    }
     Tensor src(DType::f16, Dims{1, 8, 6, 6}, Layout::channels_last), wei(DType::f16, Dims{8, 8, 3, 3}, Layout::channels_last),
         dst(DType::f16, Dims{1, 8, 4, 4}, Layout::channels_last);
-    try {
-        convolution_forward(dst, src, wei, TensorView(), ConvParams(), PostOps(), Stream(), {}, kCpu).wait();
-        ADD_FAILURE() << "f16 on the cpu engine was expected to be refused on this machine";
-    } catch (const Error& e) {
-        EXPECT_EQ(e.kind(), ErrorKind::unsupported);
-        EXPECT_NE(std::string(e.what()).find("f16 convolutions are not supported by oneDNN 2.6 on this CPU"),
-                  std::string::npos)
-            << e.what();
-    }
-    // The automatic engine falls back to the reference for f16.
+    fill(src, -1, 1, 5);
+    fill(wei, -1, 1, 6);
+    const CacheStats before = cache_stats(Engine::cpu);
     convolution_forward(dst, src, wei, TensorView(), ConvParams()).wait();
+    EXPECT_EQ(cache_stats(Engine::cpu).misses + cache_stats(Engine::cpu).hits, before.misses + before.hits + 1);
 }
+
+// ---- bf16/f16 widened to f32 (forced, so the path is tested on CPUs with native kernels too) ----
+
+class CpuWide : public ::testing::TestWithParam<std::tuple<DType, Layout>> {
+protected:
+    void SetUp() override {
+        cpu::set_wide_policy(cpu::WidePolicy::always);
+        clear_cache(Engine::cpu);
+    }
+    void TearDown() override {
+        cpu::set_wide_policy(cpu::WidePolicy::automatic);
+        clear_cache(Engine::cpu);
+    }
+    ConvTester t() const { return tester(std::get<0>(GetParam()), std::get<1>(GetParam())); }
+    // Runs every direction against the reference and checks each plan was widened.
+    void run_all_widened(const ConvTester& c) const {
+        c.run_all();
+        for (int dir = 0; dir < 3; ++dir) {
+            const cpu::PlanInfo info = cpu::plan_info(c.problem(dir));
+            EXPECT_TRUE(info.widened) << c.name("") << " dir " << dir << ": " << info.impl;
+            EXPECT_EQ(info.impl.find("ref"), std::string::npos) << c.name("") << " dir " << dir << ": " << info.impl;
+        }
+    }
+};
+
+TEST_P(CpuWide, Shapes) {
+    run_all_widened(t().channels(8, 16).input({9, 9}).kernel({3, 3}).pad({1}, {1}));
+    run_all_widened(t().mb(1).channels(3, 16).input({20, 20}).kernel({7, 7}).stride({2}).pad({3}, {3}));
+    run_all_widened(t().channels(12, 24).groups(3).input({7, 8}).kernel({3, 2}).stride({2, 1}).dilation({2, 1}).pad({2, 0}, {1, 1}));
+    run_all_widened(t().channels(16, 16).groups(16).input({10, 10}).kernel({3, 3}).stride({2}).pad({1}, {1}));
+    run_all_widened(t().channels(32, 64).input({7, 7}).kernel({1, 1}).stride({2}));
+    run_all_widened(t().mb(1).channels(2048, 512).input({7, 7}).kernel({1, 1}));  // matmul-sized, still a conv
+    run_all_widened(t().channels(6, 8).input({17}).kernel({3}).dilation({3}).pad({2}, {4}));
+    run_all_widened(t().mb(1).channels(4, 8).groups(2).input({4, 5, 6}).kernel({3, 2, 3}).stride({2, 1, 2}).pad({1}, {0, 1, 2}));
+    run_all_widened(t().channels(8, 16).input({7, 7}).kernel({3, 3}).pad({1}, {1}).wei_layout(Layout::channels_first)
+                        .dst_layout(Layout::channels_first));
+}
+
+TEST_P(CpuWide, PostOps) {
+    for (const char* ops : {"relu", "sum:0.5+relu", "sum+sum:0.5+relu", "elu:0.5+elu", "gelu_erf+tanh"})
+        t().channels(8, 16).input({6, 7}).kernel({3, 3}).pad({1}, {1}).post_ops(ops).run_fwd();
+    t().channels(8, 16).input({6, 7}).kernel({3, 3}).pad({1}, {1}).post_ops("add+relu", {Bcast::full}).run_fwd();
+    t().channels(8, 16).input({6, 7}).kernel({3, 3}).pad({1}, {1}).post_ops("mul+sum", {Bcast::per_oc}).run_fwd();
+}
+
+TEST_P(CpuWide, PrepackedEqualsUnpacked) {
+    ConvTester c = t().mb(2).channels(16, 32).input({9, 9}).kernel({3, 3}).pad({1}, {1});
+    ConvTester::Tensors a = c.make(7);
+    PackedWeights pw = prepack_weights(a.wei, a.src, c.prm_, PostOps(), kCpu);
+    ASSERT_TRUE(pw.defined());
+    ConvTester::Tensors b = c.clone(a);
+    convolution_forward(a.dst, a.src, a.wei, a.bias.view(), c.prm_, PostOps(), Stream(), {}, kCpu).wait();
+    convolution_forward(b.dst, b.src, pw, b.bias.view(), c.prm_, PostOps(), Stream(), {}, kCpu).wait();
+    EXPECT_TRUE(bitwise_equal(a.dst.view(), b.dst.view())) << c.name("fwd prepacked");
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, CpuWide,
+                         ::testing::Combine(::testing::Values(DType::bf16, DType::f16),
+                                            ::testing::Values(Layout::channels_last, Layout::channels_first)),
+                         [](const auto& info) {
+                             return std::string(to_string(std::get<0>(info.param))) +
+                                    (std::get<1>(info.param) == Layout::channels_last ? "_nhwc" : "_nchw");
+                         });
 
 }  // namespace

@@ -313,6 +313,9 @@ int bench_command(const std::vector<std::string>& args) {
         const bool tty = isatty(2);
         const std::size_t total = probs.size() * dirs.size() * dts.size() * tags.size();
         std::size_t done = 0;
+        // Which kernels the figures come from (ISA, library version, threads).
+        const std::string info = engine_info(engine);
+        std::printf("# engine %s%s%s\n", to_string(engine), info.empty() ? "" : ": ", info.c_str());
         std::printf("%-22s %-6s %-5s %-5s %4s %-12s %10s %10s %9s %9s %10s\n", "name", "dir", "dt", "tag", "mb", "status",
                     "min_ms", "med_ms", "GFLOP/s", "max_err", "first_ms");
         for (const auto& v : dirs)

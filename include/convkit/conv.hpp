@@ -122,4 +122,9 @@ struct CacheStats {
 CacheStats cache_stats(Engine engine);
 void clear_cache(Engine engine);
 
+// One line on what an engine runs on, for tables and logs: for cpu, oneDNN's version, the
+// instruction set it dispatches to (after ONEDNN_MAX_CPU_ISA), the threads and how bf16/f16 run.
+// "" for an engine that is not compiled in.
+std::string engine_info(Engine engine);
+
 }  // namespace convkit

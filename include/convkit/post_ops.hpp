@@ -33,9 +33,11 @@ struct PostOp {
     Kind kind = Kind::eltwise;
     EltwiseAlg eltwise = EltwiseAlg::relu;
     BinaryAlg binary = BinaryAlg::add;
-    float alpha = 0.f;   // eltwise parameters (relu slope, linear scale, clip low, ...)
-    float beta = 0.f;    // (linear shift, clip high)
-    float scale = 1.f;   // sum scale
+    // Scalars are double so an f64 convolution applies exactly the value given (0.1 is not 0.1f);
+    // each engine rounds them to the destination's precision (float for f32/bf16/f16 dst).
+    double alpha = 0;    // eltwise parameters (relu slope, linear scale, clip low, ...)
+    double beta = 0;     // (linear shift, clip high)
+    double scale = 1;    // sum scale
     TensorView operand;  // binary operand
 
     std::string str() const;  // benchdnn spelling; a binary op prints as "add" (the operand is data)
@@ -45,8 +47,8 @@ class PostOps {
 public:
     static constexpr std::size_t max_ops = 16;
     PostOps() = default;
-    PostOps& eltwise(EltwiseAlg alg, float alpha = 0.f, float beta = 0.f);
-    PostOps& sum(float scale = 1.f);
+    PostOps& eltwise(EltwiseAlg alg, double alpha = 0, double beta = 0);
+    PostOps& sum(double scale = 1);
     PostOps& binary(BinaryAlg alg, const TensorView& operand);
     PostOps& append(const PostOp& op);
 

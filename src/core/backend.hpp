@@ -58,6 +58,8 @@ public:
     }
     // Threads for CPU backends (0 = the OpenMP default).
     virtual void set_num_threads(int n) { (void)n; }
+    // What it runs on, in one line (see convkit::engine_info).
+    virtual std::string describe() const { return ""; }
 };
 
 class DeviceRuntime {

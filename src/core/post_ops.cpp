@@ -1,5 +1,6 @@
 // PostOps building, printing and parsing in benchdnn's spelling.
 #include <cerrno>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 
@@ -41,9 +42,14 @@ const char* to_string(BinaryAlg a) {
     return "?";
 }
 
-static std::string num(float v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+// Shortest text that reads back as the same double, so a printed chain (a reproducer, a log
+// line) parses to the same problem.
+static std::string num(double v) {
+    char buf[40];
+    for (int prec = 6; prec <= 17; ++prec) {
+        std::snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (std::strtod(buf, nullptr) == v) break;
+    }
     return buf;
 }
 
@@ -56,7 +62,7 @@ std::string PostOp::str() const {
     std::string s = to_string(eltwise);
     switch (eltwise) {
         case EltwiseAlg::relu:
-            return alpha == 0.f ? s : s + ":" + num(alpha);
+            return alpha == 0 ? s : s + ":" + num(alpha);
         case EltwiseAlg::linear:
         case EltwiseAlg::clip:
             return s + ":" + num(alpha) + ":" + num(beta);
@@ -76,7 +82,7 @@ PostOps& PostOps::append(const PostOp& op) {
     return *this;
 }
 
-PostOps& PostOps::eltwise(EltwiseAlg alg, float alpha, float beta) {
+PostOps& PostOps::eltwise(EltwiseAlg alg, double alpha, double beta) {
     PostOp op;
     op.kind = PostOp::Kind::eltwise;
     op.eltwise = alg;
@@ -85,7 +91,7 @@ PostOps& PostOps::eltwise(EltwiseAlg alg, float alpha, float beta) {
     return append(op);
 }
 
-PostOps& PostOps::sum(float scale) {
+PostOps& PostOps::sum(double scale) {
     PostOp op;
     op.kind = PostOp::Kind::sum;
     op.scale = scale;
@@ -121,11 +127,11 @@ namespace {
     throw Error(ErrorKind::invalid_argument, "post-op '" + text + "': " + why);
 }
 
-float parse_float(const std::string& text, const std::string& field, const char* what) {
+double parse_number(const std::string& text, const std::string& field, const char* what) {
     if (field.empty()) bad(text, std::string(what) + " is empty");
     errno = 0;
     char* end = nullptr;
-    float v = std::strtof(field.c_str(), &end);
+    double v = std::strtod(field.c_str(), &end);
     if (end == field.c_str() || *end != '\0' || errno == ERANGE || !std::isfinite(v))
         bad(text, std::string(what) + " '" + field + "' is not a finite number");
     return v;
@@ -151,7 +157,7 @@ struct EltwiseSpec {
     EltwiseAlg alg;
     int max_params;
     int min_params;
-    float default_alpha, default_beta;
+    double default_alpha, default_beta;
 };
 
 const EltwiseSpec kEltwise[] = {
@@ -192,7 +198,7 @@ PostOp parse_post_op(const std::string& text, std::string* binary_arg) {
         if (colon != std::string::npos) {
             auto f = split(rest, ':');
             if (f.size() > 1) bad(text, "sum takes one parameter (scale)");
-            op.scale = parse_float(text, f[0], "sum scale");
+            op.scale = parse_number(text, f[0], "sum scale");
         }
         return op;
     }
@@ -217,8 +223,8 @@ PostOp parse_post_op(const std::string& text, std::string* binary_arg) {
                           std::to_string(f.size()));
         if (static_cast<int>(f.size()) < e.min_params)
             bad(text, name + " needs " + std::to_string(e.min_params) + " parameters (e.g. clip:0:6)");
-        if (f.size() >= 1) op.alpha = parse_float(text, f[0], "alpha");
-        if (f.size() >= 2) op.beta = parse_float(text, f[1], "beta");
+        if (f.size() >= 1) op.alpha = parse_number(text, f[0], "alpha");
+        if (f.size() >= 2) op.beta = parse_number(text, f[1], "beta");
         if (e.alg == EltwiseAlg::clip && op.alpha > op.beta)
             bad(text, "clip lower bound " + num(op.alpha) + " is above the upper bound " + num(op.beta));
         return op;

@@ -16,7 +16,7 @@ const char* to_string(Direction d) {
 }
 
 bool PostOpDesc::operator==(const PostOpDesc& o) const {
-    // Bitwise float comparison: the key must tell -0.f from 0.f and treat equal bits as equal.
+    // Bitwise comparison: the key must tell -0.f from 0.f and treat equal bits as equal.
     return kind == o.kind && alg == o.alg && std::memcmp(&alpha, &o.alpha, sizeof alpha) == 0 &&
            std::memcmp(&beta, &o.beta, sizeof beta) == 0 &&
            std::memcmp(&scale, &o.scale, sizeof scale) == 0 && operand_sizes == o.operand_sizes &&
@@ -60,9 +60,9 @@ struct Hasher {
     void add(uint64_t v) {
         h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
     }
-    void add_f(float f) {
-        uint32_t u;
-        std::memcpy(&u, &f, 4);
+    void add_f(double f) {
+        uint64_t u;
+        std::memcpy(&u, &f, 8);
         add(u);
     }
 };

@@ -16,7 +16,7 @@ const char* to_string(Direction d);
 struct PostOpDesc {
     PostOp::Kind kind = PostOp::Kind::eltwise;
     int alg = 0;  // EltwiseAlg or BinaryAlg
-    float alpha = 0.f, beta = 0.f, scale = 1.f;
+    double alpha = 0, beta = 0, scale = 1;  // as given: each backend rounds to dst's precision
     Dims operand_sizes;                       // binary only
     Layout operand_layout = Layout::channels_first;
     bool operator==(const PostOpDesc& o) const;

@@ -150,4 +150,9 @@ void clear_cache(Engine e) {
     if (core::Backend* b = core::find_backend(e)) b->clear_cache();
 }
 
+std::string engine_info(Engine e) {
+    core::Backend* b = core::find_backend(e);
+    return b ? b->describe() : std::string();
+}
+
 }  // namespace convkit

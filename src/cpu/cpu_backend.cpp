@@ -93,7 +93,6 @@ public:
 
     std::string check(const ConvProblem& p) const override {
         if (!p.device.is_cpu()) return "the cpu engine runs host tensors only";
-        if (p.dt == DType::f16) return dnnl_f16_unsupported_reason();
         return "";
     }
 
@@ -131,6 +130,7 @@ public:
     }
 
     void set_num_threads(int n) override { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
+    std::string describe() const override { return cpu::describe(); }
 };
 
 }  // namespace

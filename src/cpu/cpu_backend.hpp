@@ -18,8 +18,21 @@ struct PlanInfo {
     int reorders = 0;             // reorder primitives run per call (weights included)
     bool post_ops_fused = false;  // the whole chain runs inside oneDNN
     bool own_epilogue = false;    // the chain runs in convkit's single fused pass
+    bool widened = false;         // a bf16/f16 problem computed by f32 kernels, rounded once
     std::size_t workspace_bytes = 0;  // scratchpad + temporaries taken from the allocator per call
 };
+
+// How bf16/f16 problems are run (isa.cpp): `automatic` takes oneDNN's native 16-bit kernels where
+// it has non-ref ones and widens to f32 otherwise; `always` / `never` force one way, for tests
+// and measurements (CONVKIT_CPU_WIDE=1 / 0 set the starting value). Plans already cached keep
+// the way they were built: clear the cache after a change.
+enum class WidePolicy { automatic, always, never };
+WidePolicy wide_policy();
+void set_wide_policy(WidePolicy p);
+
+// What this CPU runs on: oneDNN's version, the instruction set it dispatches to (honouring
+// ONEDNN_MAX_CPU_ISA), the thread count, and how 16-bit problems run; for tables and logs.
+std::string describe();
 
 // Builds (or finds in the backend's cache) the plan for `p` at the current thread count.
 PlanInfo plan_info(const core::ConvProblem& p);

@@ -87,8 +87,6 @@ Event run_dnnl_plan(DnnlPlan& plan, const core::ConvProblem& p, const core::Conv
 PlanInfo dnnl_plan_info(DnnlPlan& plan);
 // Weights (in the layout `p` describes) reordered into the layout the packed plan `plan` reads.
 std::shared_ptr<void> dnnl_prepack(DnnlPlan& plan, const core::ConvProblem& p, const TensorView& weights);
-// Empty if f16 convolutions run on oneDNN kernels here, else why not.
-std::string dnnl_f16_unsupported_reason();
 
 // Long f32 backward reductions in pieces (split_plan.cpp): a backward pass whose reduction is
 // longer than kMaxF32Terms terms (CONVKIT_CPU_SPLIT overrides; 0 turns it off) runs as shorter

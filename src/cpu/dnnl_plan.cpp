@@ -26,6 +26,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "core/checked.hpp"
+#include "cpu/convert.hpp"
 #include "cpu/cpu_internal.hpp"
 #include "cpu/dnnl_common.hpp"
 
@@ -153,10 +154,11 @@ struct Bind {
 
 struct Step {
     // A oneDNN primitive, or one of convkit's own copies (no oneDNN descriptor describes them).
-    enum Kind : uint8_t { primitive, zero, gather, scatter } kind = primitive;
+    enum Kind : uint8_t { primitive, zero, gather, scatter, widen, narrow } kind = primitive;
     dnnl::primitive prim;
     Bind from, to;               // gather / scatter: src rows <-> dense rows; zero: `to`
     std::size_t zero_bytes = 0;
+    std::size_t count = 0;       // widen / narrow: elements, 16-bit `from` -> f32 `to` or back
     std::vector<int> arg_ids;
     std::vector<mdesc> mds;
     std::vector<Bind> binds;
@@ -225,7 +227,8 @@ namespace {
 struct Builder {
     const ConvProblem& p;
     Variant& v;
-    ddt dt;
+    ddt dt;   // the user's tensors
+    ddt cdt;  // what the convolution computes in: dt, or f32 for a widened 16-bit problem
     mdesc u_src, u_dst, u_wei, u_bias;
     memory::dims strides, dil, pad_l, pad_r;
     std::size_t scratch = 0;
@@ -237,11 +240,13 @@ struct Builder {
         return a;
     }
 
-    Builder(const ConvProblem& prob, Variant& var) : p(prob), v(var), dt(to_dnnl(prob.dt)) {
-        u_src = mdesc(act_dims(p, false), dt, act_tag(p.nsp, p.src_layout == Layout::channels_last));
-        u_dst = mdesc(act_dims(p, true), dt, act_tag(p.nsp, p.dst_layout == Layout::channels_last));
-        u_wei = mdesc(wei_dims(p), dt, wei_tag(p.nsp, p.g > 1, p.wei_layout == Layout::channels_last));
-        if (p.with_bias) u_bias = mdesc({p.oc}, dt, ftag::x);
+    Builder(const ConvProblem& prob, Variant& var, bool wide)
+        : p(prob), v(var), dt(to_dnnl(prob.dt)), cdt(wide ? ddt::f32 : dt) {
+        // A widened problem's user tensors are seen as f32 (see user_bind()).
+        u_src = mdesc(act_dims(p, false), cdt, act_tag(p.nsp, p.src_layout == Layout::channels_last));
+        u_dst = mdesc(act_dims(p, true), cdt, act_tag(p.nsp, p.dst_layout == Layout::channels_last));
+        u_wei = mdesc(wei_dims(p), cdt, wei_tag(p.nsp, p.g > 1, p.wei_layout == Layout::channels_last));
+        if (p.with_bias) u_bias = mdesc({p.oc}, cdt, ftag::x);
         for (int i = 0; i < p.nsp; ++i) {
             strides.push_back(p.stride[i]);
             dil.push_back(p.dil[i] - 1);  // oneDNN's dilation is 0-based
@@ -266,6 +271,7 @@ struct Builder {
 
 
     mdesc wei_any(ddt d) const { return mdesc(wei_dims(p), d, ftag::any); }
+    bool wide() const { return cdt != dt; }
 
     // The chain as oneDNN post-ops, or false where oneDNN 2.6 cannot be trusted with it. Found
     // by the tests and the PyTorch oracle here, each accepted with a non-ref implementation and
@@ -295,11 +301,11 @@ struct Builder {
         for (int k = 0; k < p.n_post_ops; ++k) {
             const core::PostOpDesc& pd = p.post_ops[k];
             if (pd.kind == PostOp::Kind::sum) {
-                ops.append_sum(pd.scale);
+                ops.append_sum(static_cast<float>(pd.scale));
                 continue;
             }
             const auto alg = static_cast<EltwiseAlg>(pd.alg);
-            float alpha = pd.alpha, beta = pd.beta;
+            float alpha = static_cast<float>(pd.alpha), beta = static_cast<float>(pd.beta);
             // oneDNN 2.6's hardswish has no parameters (x * relu6(x + 3) / 6); pass the ONNX-style
             // 1/6, 1/2 that later versions read, which mean the same function.
             if (alg == EltwiseAlg::hardswish) alpha = 1.f / 6.f, beta = 0.5f;
@@ -343,13 +349,39 @@ struct Builder {
 
     Bind temp_for(const mdesc& md) { return Bind{Bind::temp, v.add_temp(md.get_size())}; }
 
+    // Where the steps find user tensor `kind` (src, wei, bias or dst). Normally the user's memory.
+    // For a widened problem an f32 copy in the user's layout: widened from the user's tensor
+    // before its first read, narrowed into it (one rounding) after every other step when it is
+    // written. Layout changes stay with oneDNN's f32 reorders.
+    Bind wide_[4];
+    bool have_wide_[4] = {}, read_wide_[4] = {}, write_wide_[4] = {};
+    Bind user_bind(Bind::Kind kind, bool read, bool write, bool weights = false) {
+        if (!wide()) return Bind{kind};
+        const int i = static_cast<int>(kind);  // src, wei, bias, dst come first in Bind::Kind
+        const mdesc& md = i == 0 ? u_src : i == 1 ? u_wei : i == 2 ? u_bias : u_dst;
+        if (!have_wide_[i]) wide_[i] = temp_for(md), have_wide_[i] = true;
+        if (read && !read_wide_[i]) {
+            Step w;
+            w.kind = Step::widen;
+            w.from = Bind{kind};
+            w.to = wide_[i];
+            w.count = md.get_size() / sizeof(float);
+            w.weights_reorder = weights;
+            v.steps.push_back(std::move(w));
+            read_wide_[i] = true;
+        }
+        write_wide_[i] = write_wide_[i] || write;
+        return wide_[i];
+    }
+
     // An input of the convolution: the user's tensor `kind` as it is, or reordered into a
     // temporary in the layout oneDNN chose (weights: the reorder is cached with the plan).
     Bind input(const mdesc& md, const mdesc& user, Bind::Kind kind, bool weights = false) {
-        if (md == user) return Bind{kind};
+        const Bind from = user_bind(kind, true, false, weights);
+        if (md == user) return from;
         const Bind b = temp_for(md);
         if (weights) v.wei_temp = b.index;
-        add_reorder(user, Bind{kind}, md, b, weights);
+        add_reorder(user, from, md, b, weights);
         return b;
     }
 
@@ -370,7 +402,7 @@ struct Builder {
     };
 
     bool try_fwd(ActLayout mode, bool fuse, ddt dst_dt, ddt bias_dt, FwdChoice& out) {
-        mdesc s = act_md(false, mode, dt);
+        mdesc s = act_md(false, mode, cdt);
         mdesc d = act_md(true, mode, dst_dt);
         mdesc b = p.with_bias ? mdesc({p.oc}, bias_dt, ftag::x) : mdesc();
         dnnl::primitive_attr attr = base_attr();
@@ -380,7 +412,7 @@ struct Builder {
             attr.set_post_ops(ops);
         }
         dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
-                                             dnnl::algorithm::convolution_direct, s, wei_any(dt), b, d, strides,
+                                             dnnl::algorithm::convolution_direct, s, wei_any(cdt), b, d, strides,
                                              dil, pad_l, pad_r);
         dnnl::convolution_forward::primitive_desc pd(desc, attr, dnnl_engine(), true);
         if (!pd) return false;
@@ -393,27 +425,27 @@ struct Builder {
     void build_fwd(const std::vector<ActLayout>& modes) {
         const bool has_ops = p.n_post_ops > 0;
         FwdChoice best, fallback;
-        ddt bias_dt = dt;
+        ddt bias_dt = cdt;
         auto attempt = [&](ActLayout mode, bool fuse, ddt dst_dt) {
             FwdChoice c;
-            for (ddt bdt : {dt, ddt::f32}) {
+            for (ddt bdt : {cdt, ddt::f32}) {
                 if (try_fwd(mode, fuse, dst_dt, bdt, c)) {
                     bias_dt = bdt;
                     return c;
                 }
-                if (!p.with_bias || dt == ddt::f32) break;
+                if (!p.with_bias || cdt == ddt::f32) break;
             }
             return c;
         };
         for (ActLayout mode : modes) {
-            FwdChoice plain = attempt(mode, false, dt);
+            FwdChoice plain = attempt(mode, false, cdt);
             if (!plain.ok) continue;
             if (is_ref(plain.pd.impl_info_str())) {
                 if (!fallback.ok) fallback = plain;
                 continue;
             }
             if (has_ops) {
-                FwdChoice fused = attempt(mode, true, dt);
+                FwdChoice fused = attempt(mode, true, cdt);
                 if (fused.ok && !is_ref(fused.pd.impl_info_str()) && fused.make()) {
                     best = fused;
                 } else {
@@ -453,21 +485,24 @@ struct Builder {
         (void)bias_dt;
         // dst
         if (!v.own_epilogue) {
-            Bind dst_b{Bind::dst};
             const bool reordered = d != u_dst;
+            Bind dst_b;
             if (reordered) {
                 dst_b = temp_for(d);
-                if (p.has_sum()) add_reorder(u_dst, Bind{Bind::dst}, d, dst_b);
+                if (p.has_sum()) add_reorder(u_dst, user_bind(Bind::dst, true, false), d, dst_b);
+            } else {
+                dst_b = user_bind(Bind::dst, p.has_sum(), true);
             }
             conv.add(DNNL_ARG_DST, d, dst_b);
             add_scratch(conv, pd.scratchpad_desc());
             v.steps.push_back(std::move(conv));
-            if (reordered) add_reorder(d, dst_b, u_dst, Bind{Bind::dst});
+            if (reordered) add_reorder(d, dst_b, u_dst, user_bind(Bind::dst, false, true));
         } else {
             // acc: f32 in the user's dst layout; written by the convolution directly when its dst
-            // already is that, else through a reorder.
+            // already is that, else through a reorder. The epilogue writes the user's dst (and
+            // so does a widened problem's one rounding).
             const mdesc acc_md(act_dims(p, true), ddt::f32, act_tag(p.nsp, p.dst_layout == Layout::channels_last));
-            const bool in_place = acc_md == u_dst && !p.has_sum();
+            const bool in_place = acc_md == u_dst && !p.has_sum() && !wide();
             v.acc = in_place ? Bind{Bind::dst} : temp_for(acc_md);
             if (d == acc_md) {
                 conv.add(DNNL_ARG_DST, d, v.acc);
@@ -488,8 +523,8 @@ struct Builder {
     }
 
     dnnl::convolution_forward::primitive_desc hint(ActLayout mode, const mdesc& w, bool bias, ddt bias_dt) {
-        mdesc s = act_md(false, mode, dt);
-        mdesc d = act_md(true, mode, dt);
+        mdesc s = act_md(false, mode, cdt);
+        mdesc d = act_md(true, mode, cdt);
         mdesc b = bias ? mdesc({p.oc}, bias_dt, ftag::x) : mdesc();
         dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                              s, w, b, d, strides, dil, pad_l, pad_r);
@@ -501,11 +536,11 @@ struct Builder {
         dnnl::convolution_backward_data::primitive_desc best, fallback;
         dnnl::primitive prim;
         for (ActLayout mode : modes) {
-            auto h = hint(mode, wei_any(dt), false, dt);
+            auto h = hint(mode, wei_any(cdt), false, cdt);
             if (!h) continue;
-            mdesc s = act_md(false, mode, dt);
-            mdesc d = act_md(true, mode, dt);
-            dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, s, wei_any(dt), d,
+            mdesc s = act_md(false, mode, cdt);
+            mdesc d = act_md(true, mode, cdt);
+            dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, s, wei_any(cdt), d,
                                                        strides, dil, pad_l, pad_r);
             dnnl::convolution_backward_data::primitive_desc pd(desc, base_attr(), dnnl_engine(), h, true);
             if (!pd) continue;
@@ -526,13 +561,12 @@ struct Builder {
         conv.add(DNNL_ARG_DIFF_DST, d, input(d, u_dst, Bind::dst));
         v.wei_md = w;
         conv.add(DNNL_ARG_WEIGHTS, w, input(w, u_wei, Bind::wei, true));
-        Bind src_b{Bind::src};
         const bool reordered = s != u_src;
-        if (reordered) src_b = temp_for(s);
+        const Bind src_b = reordered ? temp_for(s) : user_bind(Bind::src, false, true);
         conv.add(DNNL_ARG_DIFF_SRC, s, src_b);
         add_scratch(conv, best.scratchpad_desc());
         v.steps.push_back(std::move(conv));
-        if (reordered) add_reorder(s, src_b, u_src, Bind{Bind::src});
+        if (reordered) add_reorder(s, src_b, u_src, user_bind(Bind::src, false, true));
     }
 
     // ---- backward weights ----
@@ -541,15 +575,15 @@ struct Builder {
         dnnl::primitive prim;
         // bf16: oneDNN accumulates in f32 either way; ask for bf16 diff_weights/diff_bias first
         // (no conversion step), f32 if that is refused.
-        std::vector<ddt> out_dts{dt};
-        if (dt != ddt::f32) out_dts.push_back(ddt::f32);
+        std::vector<ddt> out_dts{cdt};
+        if (cdt != ddt::f32) out_dts.push_back(ddt::f32);
         for (ActLayout mode : modes) {
             bool found = false;
             for (ddt odt : out_dts) {
-                auto h = hint(mode, wei_any(dt), p.with_bias, odt);
+                auto h = hint(mode, wei_any(cdt), p.with_bias, odt);
                 if (!h) continue;
-                mdesc s = act_md(false, mode, dt);
-                mdesc d = act_md(true, mode, dt);
+                mdesc s = act_md(false, mode, cdt);
+                mdesc d = act_md(true, mode, cdt);
                 mdesc b = p.with_bias ? mdesc({p.oc}, odt, ftag::x) : mdesc();
                 dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, s, wei_any(odt), b,
                                                               d, strides, dil, pad_l, pad_r);
@@ -574,23 +608,22 @@ struct Builder {
         note_formats(best.impl_info_str(), s, w, d);
         conv.add(DNNL_ARG_SRC, s, input(s, u_src, Bind::src));
         conv.add(DNNL_ARG_DIFF_DST, d, input(d, u_dst, Bind::dst));
-        Bind wei_b{Bind::wei};
         const bool wei_reordered = w != u_wei;
-        if (wei_reordered) wei_b = temp_for(w);
+        const Bind wei_b = wei_reordered ? temp_for(w) : user_bind(Bind::wei, false, true);
         conv.add(DNNL_ARG_DIFF_WEIGHTS, w, wei_b);
-        Bind bias_b{Bind::bias};
+        Bind bias_b;
         mdesc b;
         bool bias_reordered = false;
         if (p.with_bias) {
             b = best.diff_bias_desc();
             bias_reordered = b != u_bias;
-            if (bias_reordered) bias_b = temp_for(b);
+            bias_b = bias_reordered ? temp_for(b) : user_bind(Bind::bias, false, true);
             conv.add(DNNL_ARG_DIFF_BIAS, b, bias_b);
         }
         add_scratch(conv, best.scratchpad_desc());
         v.steps.push_back(std::move(conv));
-        if (wei_reordered) add_reorder(w, wei_b, u_wei, Bind{Bind::wei});
-        if (bias_reordered) add_reorder(b, bias_b, u_bias, Bind{Bind::bias});
+        if (wei_reordered) add_reorder(w, wei_b, u_wei, user_bind(Bind::wei, false, true));
+        if (bias_reordered) add_reorder(b, bias_b, u_bias, user_bind(Bind::bias, false, true));
     }
 
 
@@ -611,7 +644,10 @@ struct Builder {
     }
 
     bool matmul_candidate() const {
-        if (p.g != 1 || p.packed_weights) return false;
+        // A widened problem would need f32 copies of the user's weights before the product, which
+        // takes away the matmul path's one advantage (reading the plain weights in place).
+        // f16 never takes it: convkit's bias-gradient sum beside it reads f32 and bf16 only.
+        if (p.g != 1 || p.packed_weights || wide() || p.dt == DType::f16) return false;
         if (p.src_layout != Layout::channels_last || p.dst_layout != Layout::channels_last) return false;
         for (int i = 0; i < p.nsp; ++i)
             if (p.k[i] != 1 || p.pad_l[i] != 0 || p.pad_r[i] != 0) return false;
@@ -786,6 +822,15 @@ struct Builder {
     }
 
     void finish() {
+        for (int i = 0; i < 4; ++i) {
+            if (!write_wide_[i]) continue;
+            Step n;
+            n.kind = Step::narrow;
+            n.from = wide_[i];
+            n.to = Bind{static_cast<Bind::Kind>(i)};
+            n.count = v.temp_size[static_cast<std::size_t>(wide_[i].index)] / sizeof(float);
+            v.steps.push_back(std::move(n));
+        }
         v.temp_size[0] = scratch;
         v.temp_off.resize(v.temp_size.size());
         std::size_t off = 0;
@@ -806,10 +851,10 @@ std::vector<ActLayout> mode_order(const ConvProblem& p) {
     return order;
 }
 
-std::unique_ptr<Variant> build_variant(const ConvProblem& p, int nthr) {
+std::unique_ptr<Variant> build_variant_as(const ConvProblem& p, int nthr, bool wide) {
     auto v = std::make_unique<Variant>();
     v->nthr = nthr;
-    Builder b(p, *v);
+    Builder b(p, *v, wide);
     auto modes = mode_order(p);
     const bool mm = b.matmul_candidate();
     switch (p.dir) {
@@ -824,7 +869,27 @@ std::unique_ptr<Variant> build_variant(const ConvProblem& p, int nthr) {
             break;
     }
     b.finish();
+    v->info.widened = wide;
     return v;
+}
+
+// 16-bit problems run on oneDNN's native kernels where it has them (avx512_core_bf16, AMX) and
+// otherwise as f32 convolutions over widened copies (exact), with one rounding at the end: on an
+// AVX2 machine oneDNN 2.6 offers only its `ref` kernels for bf16 and nothing at all for f16.
+std::unique_ptr<Variant> build_variant(const ConvProblem& p, int nthr) {
+    const bool half = p.dt == DType::bf16 || p.dt == DType::f16;
+    if (!half) return build_variant_as(p, nthr, false);
+    const WidePolicy policy = wide_policy();
+    if (policy == WidePolicy::always) return build_variant_as(p, nthr, true);
+    try {
+        auto native = build_variant_as(p, nthr, false);
+        if (policy == WidePolicy::never || !is_ref(native->info.impl.c_str())) return native;
+    } catch (const Error&) {
+        if (policy == WidePolicy::never) throw;
+    } catch (const dnnl::error&) {
+        if (policy == WidePolicy::never) throw;
+    }
+    return build_variant_as(p, nthr, true);
 }
 
 // ---- execution ----
@@ -1009,6 +1074,14 @@ Event run_dnnl_plan(DnnlPlan& plan, const ConvProblem& p, const ConvArgs& args) 
             std::memset(resolve(v, ptr, s.to), 0, s.zero_bytes);
             continue;
         }
+        if (s.kind == Step::widen) {
+            widen_to_f32(p.dt, resolve(v, ptr, s.from), static_cast<float*>(resolve(v, ptr, s.to)), s.count);
+            continue;
+        }
+        if (s.kind == Step::narrow) {
+            narrow_from_f32(p.dt, static_cast<const float*>(resolve(v, ptr, s.from)), resolve(v, ptr, s.to), s.count);
+            continue;
+        }
         if (s.kind == Step::gather || s.kind == Step::scatter) {
             const bool gather = s.kind == Step::gather;
             strided_rows(p, static_cast<char*>(resolve(v, ptr, gather ? s.from : s.to)),
@@ -1039,38 +1112,27 @@ std::shared_ptr<void> dnnl_prepack(DnnlPlan& plan, const ConvProblem& p, const T
     auto h = std::make_shared<PackedWeightsHandle>();
     h->md = v.wei_md;
     h->data = core::Buffer(Device::cpu(), v.wei_md.get_size());
-    const mdesc u_wei(wei_dims(p), to_dnnl(p.dt), wei_tag(p.nsp, p.g > 1, p.wei_layout == Layout::channels_last));
+    // A widened plan reads f32 weights: widen first, then let oneDNN's f32 reorder block them.
+    const bool wide = v.info.widened;
+    const mdesc u_wei(wei_dims(p), wide ? ddt::f32 : to_dnnl(p.dt),
+                      wei_tag(p.nsp, p.g > 1, p.wei_layout == Layout::channels_last));
+    core::Buffer widened;
+    const void* user = weights.data;
+    if (wide) {
+        widened = core::Buffer(Device::cpu(), u_wei.get_size());
+        widen_to_f32(p.dt, weights.data, static_cast<float*>(widened.data()), u_wei.get_size() / sizeof(float));
+        user = widened.data();
+    }
     if (u_wei == v.wei_md) {
-        std::memcpy(h->data.data(), weights.data, v.wei_md.get_size());
+        std::memcpy(h->data.data(), user, v.wei_md.get_size());
     } else {
         dnnl::reorder r(dnnl::reorder::primitive_desc(dnnl_engine(), u_wei, dnnl_engine(), v.wei_md));
-        dnnl::memory from(u_wei, dnnl_engine(), weights.data), to(v.wei_md, dnnl_engine(), h->data.data());
+        dnnl::memory from(u_wei, dnnl_engine(), const_cast<void*>(user)), to(v.wei_md, dnnl_engine(), h->data.data());
         dnnl::stream s(dnnl_engine());
         r.execute(s, from, to);
         s.wait();
     }
     return h;
-}
-
-std::string dnnl_f16_unsupported_reason() {
-    static const std::string reason = [] {
-        const char* msg = "f16 convolutions are not supported by oneDNN 2.6 on this CPU; use f32, bf16 or the ref engine";
-        try {
-            const memory::dims s{1, 16, 8, 8}, w{16, 16, 3, 3}, d{1, 16, 8, 8};
-            dnnl::convolution_forward::desc desc(
-                dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                mdesc(s, ddt::f16, ftag::nhwc), mdesc(w, ddt::f16, ftag::any), mdesc(d, ddt::f16, ftag::nhwc), {1, 1},
-                {0, 0}, {1, 1}, {1, 1});
-            dnnl::primitive_attr attr;
-            attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-            dnnl::convolution_forward::primitive_desc pd(desc, attr, dnnl_engine(), true);
-            if (!pd || is_ref(pd.impl_info_str())) return std::string(msg);
-            return std::string();
-        } catch (const dnnl::error&) {
-            return std::string(msg);
-        }
-    }();
-    return reason;
 }
 
 ActLayout preferred_act_layout(const ConvProblem& p) {

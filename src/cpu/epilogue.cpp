@@ -1,6 +1,6 @@
 // convkit's own post-op pass: bias + the whole chain in one sweep over dst, for what oneDNN 2.6
 // cannot fuse (several sums, unusual broadcasts, strided operands) and for the f64 path.
-// Formulas are the reference backend's, op for op; f32/bf16 compute in float (as oneDNN's fused
+// Formulas are the reference backend's, op for op; f32/bf16/f16 compute in float (as oneDNN's fused
 // post-ops do), f64 in double. Each row of the tile is processed in chunks that stay in L1: load
 // once, apply every op over the chunk (each op's loop vectorises), store once.
 #include <omp.h>
@@ -15,14 +15,26 @@ namespace {
 
 constexpr int64_t kChunk = 256;
 
+// 16-bit storage types, told apart by tag so one template serves both.
+struct Bf16 {
+    uint16_t bits;
+};
+struct F16 {
+    uint16_t bits;
+};
+
 template <typename T> struct Store;
 template <> struct Store<float> {
     static float load(float v) { return v; }
     static float store(float v) { return v; }
 };
-template <> struct Store<uint16_t> {
-    static float load(uint16_t v) { return bf16_load(v); }
-    static uint16_t store(float v) { return bf16_store(v); }
+template <> struct Store<Bf16> {
+    static float load(Bf16 v) { return bf16_load(v.bits); }
+    static Bf16 store(float v) { return {bf16_store(v)}; }
+};
+template <> struct Store<F16> {
+    static float load(F16 v) { return f16_to_f32(v.bits); }
+    static F16 store(float v) { return {f32_to_f16(v)}; }
 };
 template <> struct Store<double> {
     static double load(double v) { return v; }
@@ -231,7 +243,9 @@ void Epilogue::init(const core::ConvProblem& prob, void* dst_data, Layout dst_la
 void Epilogue::tile_f32(int64_t n, int64_t c0, int64_t c1, int64_t s0, int64_t s1, const float* acc,
                         int64_t acc_cs, int64_t acc_ss) const {
     if (dt == DType::bf16)
-        tile<uint16_t, float>(*this, n, c0, c1, s0, s1, acc, acc_cs, acc_ss);
+        tile<Bf16, float>(*this, n, c0, c1, s0, s1, acc, acc_cs, acc_ss);
+    else if (dt == DType::f16)
+        tile<F16, float>(*this, n, c0, c1, s0, s1, acc, acc_cs, acc_ss);
     else
         tile<float, float>(*this, n, c0, c1, s0, s1, acc, acc_cs, acc_ss);
 }

@@ -415,21 +415,21 @@ bool fused_spec(const ConvProblem& p, GraphSpec* g, std::vector<int>* slots) {
             switch (static_cast<EltwiseAlg>(d.alg)) {
                 case EltwiseAlg::relu:
                     s.mode = CUDNN_POINTWISE_RELU_FWD;
-                    s.relu_slope = d.alpha;
+                    s.relu_slope = static_cast<float>(d.alpha);
                     break;
                 case EltwiseAlg::clip:
                     s.mode = CUDNN_POINTWISE_RELU_FWD;
-                    s.relu_lower = d.alpha;
-                    s.relu_upper = d.beta;
+                    s.relu_lower = static_cast<float>(d.alpha);
+                    s.relu_upper = static_cast<float>(d.beta);
                     s.has_upper = true;
                     break;
                 case EltwiseAlg::elu:
                     s.mode = CUDNN_POINTWISE_ELU_FWD;
-                    s.elu_alpha = d.alpha;
+                    s.elu_alpha = static_cast<float>(d.alpha);
                     break;
                 case EltwiseAlg::swish:
                     s.mode = CUDNN_POINTWISE_SWISH_FWD;
-                    s.swish_beta = d.alpha;
+                    s.swish_beta = static_cast<float>(d.alpha);
                     break;
                 case EltwiseAlg::gelu_erf: s.mode = CUDNN_POINTWISE_GELU_FWD; break;
                 case EltwiseAlg::gelu_tanh: s.mode = CUDNN_POINTWISE_GELU_APPROX_TANH_FWD; break;
@@ -1298,6 +1298,15 @@ std::shared_ptr<Plan> build_plan(const ConvProblem& problem, bool aligned, cudnn
 class CudaBackend final : public core::Backend {
 public:
     Engine engine() const override { return Engine::cuda; }
+    std::string describe() const override {
+        const int n = visible_devices();
+        std::string s = "cuDNN " + std::to_string(cudnnGetVersion()) + ", " + std::to_string(n) + " device(s)";
+        if (n > 0) {
+            const DeviceInfo& d = device_info(0);
+            s += ", cuda:0 " + d.name + " (sm_" + std::to_string(d.cc_major) + std::to_string(d.cc_minor) + ")";
+        }
+        return s;
+    }
     DeviceType device_type() const override { return DeviceType::cuda; }
 
     std::string check(const ConvProblem& p) const override {

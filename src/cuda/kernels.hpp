@@ -16,7 +16,7 @@ constexpr int kMaxRank = 5;
 struct EpilogueOp {
     int kind = 0;  // PostOp::Kind
     int alg = 0;   // EltwiseAlg or BinaryAlg
-    float alpha = 0.f, beta = 0.f, scale = 1.f;
+    double alpha = 0, beta = 0, scale = 1;  // rounded to the dst precision by the kernel
     int operand = -1;  // index into EpilogueArgs::operands (binary only)
 };
 

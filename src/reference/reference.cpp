@@ -307,6 +307,7 @@ template <typename T> void run(const ConvProblem& p, const ConvArgs& a) {
 class ReferenceBackend final : public core::Backend {
 public:
     Engine engine() const override { return Engine::ref; }
+    std::string describe() const override { return "direct loops, the oracle (not a fast path)"; }
     DeviceType device_type() const override { return DeviceType::cpu; }
     std::string check(const ConvProblem&) const override { return ""; }
     bool needs_dense() const override { return false; }
