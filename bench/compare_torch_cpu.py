@@ -20,6 +20,13 @@ f64 rows also print GFLOP/s and the fraction of this machine's dgemm rate (2048^
 (plan build, reorders, kernel JIT on both sides) minus its steady time, summed over the layers.
 
   /usr/bin/python3 bench/compare_torch_cpu.py --first-calls --dts=f32 --tags=nhwc
+
+`--max-isa=AVX2` runs both sides as on a CPU without AVX-512: ONEDNN_MAX_CPU_ISA caps the oneDNN
+inside convkit and inside PyTorch (the same system libdnnl.so.2), ATEN_CPU_CAPABILITY PyTorch's
+own kernels. f16 has no PyTorch CPU convolution (1.13: "not implemented for 'Half'"); its rows
+say so. With f32 among --dts, `vs_f32` is convkit's time over convkit's own f32 time.
+
+  /usr/bin/python3 bench/compare_torch_cpu.py --max-isa=AVX2 --dts=f32,bf16,f16 --tags=nhwc --prepacked=
 """
 import argparse
 import csv
@@ -34,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TORCH_DT = {"f32": torch.float32, "bf16": torch.bfloat16, "f64": torch.float64}
+TORCH_DT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16, "f64": torch.float64}
 
 
 def parse_batch(path):
@@ -130,12 +137,31 @@ def torch_call(layer, mb, tdt, tag, direction):
 
 
 def torch_times(args, layers, direction, dt, tag):
+    """{layer: (min, mean)}, or a string: why PyTorch cannot run this configuration."""
     out = {}
     tdt = TORCH_DT[dt]
     for layer in layers:
         name, fn = torch_call(layer, args.mb, tdt, tag, direction)
-        out[name] = best_of(fn, args.calls)
+        try:
+            out[name] = best_of(fn, args.calls)
+        except RuntimeError as e:
+            return str(e).splitlines()[0]
     return out
+
+
+def cpu_name():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def convkit_engine_line(args):
+    """convkit bench's header line: oneDNN version, the ISA in effect, threads, 16-bit path."""
+    res = subprocess.run([args.convkit, "bench", "--mode=perf", "--engine=cpu", "--max-ms-per-prb=1",
+                          "mb1ic16ih8oc16oh8kh3ph1"], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+    return res.stdout.splitlines()[0].lstrip("# ")
 
 
 def convkit_first_calls(args, direction, dt, tag):
@@ -242,8 +268,14 @@ def main():
     ap.add_argument("--per-layer", action="store_true", help="also print each layer's times")
     ap.add_argument("--first-calls", action="store_true",
                     help="instead: the cost of each layer's first call (fresh processes), beside PyTorch's")
+    ap.add_argument("--max-isa", help="cap both sides' instruction set, e.g. AVX2 (ONEDNN_MAX_CPU_ISA)")
     ap.add_argument("--torch-first-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.max_isa and os.environ.get("ONEDNN_MAX_CPU_ISA") != args.max_isa:
+        # oneDNN reads the cap once, at its first use in a process: start over with it set (the
+        # convkit processes inherit it).
+        env = dict(os.environ, ONEDNN_MAX_CPU_ISA=args.max_isa, ATEN_CPU_CAPABILITY=args.max_isa.lower())
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
     torch.set_num_threads(args.threads)
     if args.torch_first_worker:
         torch_first_calls_worker(args, *args.torch_first_worker.split(":"))
@@ -267,6 +299,8 @@ def main():
     print("convkit %s vs PyTorch %s, %s, mb %d, %d threads, %d rounds, %d layers (%.2f GFLOP per direction)"
           % (args.convkit, torch.__version__, os.path.basename(args.batch), args.mb, args.threads, args.rounds,
              len(layers), total_flops / 1e9), flush=True)
+    print("%s; ONEDNN_MAX_CPU_ISA=%s; %s" % (cpu_name(), os.environ.get("ONEDNN_MAX_CPU_ISA", "(none)"),
+                                            convkit_engine_line(args)), flush=True)
     dgemm = dgemm_gflops(args.threads) if "f64" in args.dts.split(",") else None
     if dgemm:
         print("dgemm 2048^3 through PyTorch (the system OpenBLAS): %.1f GFLOP/s" % dgemm, flush=True)
@@ -279,7 +313,9 @@ def main():
             pt = torch_times(args, layers, d, dt, tag) if not packed or (d, dt, tag, False) not in configs else None
             for name, t in ck.items():
                 best_ck.setdefault(cfg, {})[name] = min(best_ck.get(cfg, {}).get(name, float("inf")), t)
-            if pt:
+            if isinstance(pt, str):
+                best_pt[cfg] = best_pt_mean[cfg] = pt
+            elif pt:
                 for name, (tmin, tmean) in pt.items():
                     best_pt.setdefault(cfg, {})[name] = min(best_pt.get(cfg, {}).get(name, float("inf")), tmin)
                     best_pt_mean.setdefault(cfg, {})[name] = min(best_pt_mean.get(cfg, {}).get(name, float("inf")), tmean)
@@ -290,25 +326,41 @@ def main():
             base = cfg if cfg in best_pt else (cfg[0], cfg[1], cfg[2], False)
             print("%s %s %s %s:" % (cfg[0], cfg[1], cfg[2], "prepacked" if cfg[3] else "plain"))
             for name, t in best_ck[cfg].items():
+                if isinstance(best_pt[base], str):
+                    print("    %-14s convkit %8.3f  pytorch n/a" % (name, t))
+                    continue
                 p = best_pt[base][name]
                 print("    %-14s convkit %8.3f  pytorch %8.3f  %6.2fx" % (name, t, p, p / t))
     rows = []
-    print("%-6s %-5s %-5s %-10s %4s %11s %11s %7s %15s %9s %9s" % (
-        "dir", "dt", "tag", "variant", "mb", "convkit_ms", "pytorch_ms", "ratio", "pytorch_mean_ms", "ratio_mn", "GFLOP/s"))
+    print("%-6s %-5s %-5s %-10s %4s %11s %7s %11s %7s %15s %9s %9s" % (
+        "dir", "dt", "tag", "variant", "mb", "convkit_ms", "vs_f32", "pytorch_ms", "ratio", "pytorch_mean_ms",
+        "ratio_mn", "GFLOP/s"))
+    notes = []
     for cfg in configs:
         d, dt, tag, packed = cfg
         ck = sum(best_ck[cfg].values())
+        f32_cfg = (d, "f32", tag, packed)
+        vs = "%6.2fx" % (ck / sum(best_ck[f32_cfg].values())) if f32_cfg in best_ck else "      "
         base = cfg if cfg in best_pt else (d, dt, tag, False)
-        pt = sum(best_pt[base].values())
-        ptm = sum(best_pt_mean[base].values())
         gf = total_flops / (ck * 1e6)
         extra = " (%.0f%% of dgemm)" % (100 * gf / dgemm) if dt == "f64" and dgemm else ""
         variant = "prepacked" if packed else "plain"
-        print("%-6s %-5s %-5s %-10s %4d %11.2f %11.2f %6.2fx %15.2f %8.2fx %9.1f%s" % (
-            d, dt, tag, variant, args.mb, ck, pt, pt / ck, ptm, ptm / ck, gf, extra), flush=True)
+        if isinstance(best_pt[base], str):
+            print("%-6s %-5s %-5s %-10s %4d %11.2f %7s %11s %7s %15s %9s %9.1f  (PyTorch: n/a*)" % (
+                d, dt, tag, variant, args.mb, ck, vs, "n/a", "", "n/a", "", gf), flush=True)
+            if best_pt[base] not in notes:
+                notes.append(best_pt[base])
+            pt = ptm = float("nan")
+        else:
+            pt = sum(best_pt[base].values())
+            ptm = sum(best_pt_mean[base].values())
+            print("%-6s %-5s %-5s %-10s %4d %11.2f %7s %11.2f %6.2fx %15.2f %8.2fx %9.1f%s" % (
+                d, dt, tag, variant, args.mb, ck, vs, pt, pt / ck, ptm, ptm / ck, gf, extra), flush=True)
         rows.append(dict(dir=d, dt=dt, tag=tag, variant=variant, mb=args.mb, convkit_ms=round(ck, 3),
                          pytorch_ms=round(pt, 3), ratio=round(pt / ck, 3), pytorch_mean_ms=round(ptm, 3),
                          ratio_mean=round(ptm / ck, 3), gflops=round(gf, 1)))
+    for n in notes:
+        print("* PyTorch fails: %s" % n)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))

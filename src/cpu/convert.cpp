@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "convkit/tensor.hpp"
@@ -118,6 +119,99 @@ void narrow_from_f32(DType dt, const float* src, void* dst, std::size_t n) {
             if (have_avx2()) Avx2::narrow_f16(src + o, d + o, c);
             else Generic::narrow_f16(src + o, d + o, c);
         }
+    });
+}
+
+}  // namespace convkit::cpu
+
+namespace convkit::cpu {
+
+BlockedMap blocked_map(const dnnl_memory_desc_t& md, const int64_t* plain_strides) {
+    BlockedMap m;
+    m.ndims = md.ndims;
+    const dnnl_blocking_desc_t& bd = md.format_desc.blocking;
+    int64_t elems = 1;
+    for (int d = 0; d < md.ndims; ++d) {
+        m.dims[d] = md.dims[d];
+        m.padded = m.padded || md.padded_dims[d] != md.dims[d];
+        elems *= md.padded_dims[d];
+    }
+    m.blocked_elems = static_cast<std::size_t>(elems);
+    // Inner blocks are listed outermost first; the innermost one has stride 1.
+    int64_t blk_stride[DNNL_MAX_NDIMS];
+    int64_t s = 1;
+    for (int k = bd.inner_nblks - 1; k >= 0; --k) {
+        blk_stride[k] = s;
+        s *= bd.inner_blks[k];
+    }
+    for (int d = 0; d < md.ndims; ++d) {
+        m.start[d] = static_cast<int64_t>(m.table.size());
+        for (int64_t x = 0; x < m.dims[d]; ++x) {
+            int64_t rest = x, off = 0;
+            for (int k = bd.inner_nblks - 1; k >= 0; --k) {
+                if (bd.inner_idxs[k] != d) continue;
+                off += (rest % bd.inner_blks[k]) * blk_stride[k];
+                rest /= bd.inner_blks[k];
+            }
+            m.table.push_back(md.offset0 * (d == 0) + off + rest * bd.strides[d]);
+        }
+    }
+    std::stable_sort(m.order, m.order + m.ndims,
+                     [&](int a, int b) { return plain_strides[a] > plain_strides[b]; });
+    return m;
+}
+
+namespace {
+
+// Walks the plain tensor in its memory order (rows of its innermost dim) over the threads and
+// calls fn(plain_index, blocked_offset_of_row, inner_table, inner_len) per row.
+template <typename Fn> void for_rows(const BlockedMap& m, Fn fn) {
+    const int nd = m.ndims;
+    const int inner = m.order[nd - 1];
+    const int64_t len = m.dims[inner];
+    int64_t rows = 1;
+    for (int j = 0; j < nd - 1; ++j) rows *= m.dims[m.order[j]];
+    const int64_t* tin = m.table.data() + m.start[inner];
+#pragma omp parallel if (rows * len > (1 << 15))
+    {
+        const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+        const int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
+        int64_t x[6] = {0, 0, 0, 0, 0, 0};
+        int64_t rem = r0;
+        for (int j = nd - 2; j >= 0; --j) {
+            x[j] = rem % m.dims[m.order[j]];
+            rem /= m.dims[m.order[j]];
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            int64_t base = 0;
+            for (int j = 0; j < nd - 1; ++j) base += m.table[static_cast<std::size_t>(m.start[m.order[j]] + x[j])];
+            fn(r * len, base, tin, len);
+            for (int j = nd - 2; j >= 0; --j) {  // odometer over the outer dims
+                if (++x[j] < m.dims[m.order[j]]) break;
+                x[j] = 0;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void widen_to_blocked(DType dt, const void* plain, float* blocked, const BlockedMap& m) {
+    if (m.padded) std::memset(blocked, 0, m.blocked_elems * sizeof(float));
+    const auto* s = static_cast<const uint16_t*>(plain);
+    const bool bf = dt == DType::bf16;
+    for_rows(m, [&](int64_t i0, int64_t base, const int64_t* tin, int64_t len) {
+        float* d = blocked + base;
+        for (int64_t x = 0; x < len; ++x) d[tin[x]] = bf ? bf16_to_float(s[i0 + x]) : f16_to_f32(s[i0 + x]);
+    });
+}
+
+void narrow_from_blocked(DType dt, const float* blocked, void* plain, const BlockedMap& m) {
+    auto* d = static_cast<uint16_t*>(plain);
+    const bool bf = dt == DType::bf16;
+    for_rows(m, [&](int64_t i0, int64_t base, const int64_t* tin, int64_t len) {
+        const float* s = blocked + base;
+        for (int64_t x = 0; x < len; ++x) d[i0 + x] = bf ? float_to_bf16(s[tin[x]]) : f32_to_f16(s[tin[x]]);
     });
 }
 

@@ -154,11 +154,14 @@ struct Bind {
 
 struct Step {
     // A oneDNN primitive, or one of convkit's own copies (no oneDNN descriptor describes them).
-    enum Kind : uint8_t { primitive, zero, gather, scatter, widen, narrow } kind = primitive;
+    // widen / narrow: 16-bit `from` <-> f32 `to` in one layout; widen_blocked / narrow_blocked:
+    // 16-bit plain weights <-> f32 weights in the convolution's blocked layout (maps[map]).
+    enum Kind : uint8_t { primitive, zero, gather, scatter, widen, narrow, widen_blocked, narrow_blocked } kind = primitive;
     dnnl::primitive prim;
     Bind from, to;               // gather / scatter: src rows <-> dense rows; zero: `to`
     std::size_t zero_bytes = 0;
-    std::size_t count = 0;       // widen / narrow: elements, 16-bit `from` -> f32 `to` or back
+    std::size_t count = 0;       // widen / narrow: elements
+    int map = -1;                // widen_blocked / narrow_blocked
     std::vector<int> arg_ids;
     std::vector<mdesc> mds;
     std::vector<Bind> binds;
@@ -189,6 +192,7 @@ struct Variant {
     int nthr = 0;
     std::vector<Step> steps;
     std::vector<std::size_t> temp_off;  // temp 0 is the scratchpad shared by all steps
+    std::vector<BlockedMap> maps;       // widened weights: plain <-> blocked
     std::vector<std::size_t> temp_size;
     std::size_t ws_bytes = 0;
     mdesc wei_md;        // weights as the convolution reads them (fwd / bwd_d)
@@ -349,6 +353,11 @@ struct Builder {
 
     Bind temp_for(const mdesc& md) { return Bind{Bind::temp, v.add_temp(md.get_size())}; }
 
+    int add_map(const mdesc& blocked) {
+        v.maps.push_back(blocked_map(blocked.data, u_wei.data.format_desc.blocking.strides));
+        return static_cast<int>(v.maps.size()) - 1;
+    }
+
     // Where the steps find user tensor `kind` (src, wei, bias or dst). Normally the user's memory.
     // For a widened problem an f32 copy in the user's layout: widened from the user's tensor
     // before its first read, narrowed into it (one rounding) after every other step when it is
@@ -377,6 +386,19 @@ struct Builder {
     // An input of the convolution: the user's tensor `kind` as it is, or reordered into a
     // temporary in the layout oneDNN chose (weights: the reorder is cached with the plan).
     Bind input(const mdesc& md, const mdesc& user, Bind::Kind kind, bool weights = false) {
+        if (weights && wide() && md != user) {
+            // Widened straight into the blocked layout: one pass instead of widen + reorder.
+            const Bind b = temp_for(md);
+            v.wei_temp = b.index;
+            Step w;
+            w.kind = Step::widen_blocked;
+            w.from = Bind{kind};
+            w.to = b;
+            w.map = add_map(md);
+            w.weights_reorder = true;
+            v.steps.push_back(std::move(w));
+            return b;
+        }
         const Bind from = user_bind(kind, true, false, weights);
         if (md == user) return from;
         const Bind b = temp_for(md);
@@ -622,7 +644,16 @@ struct Builder {
         }
         add_scratch(conv, best.scratchpad_desc());
         v.steps.push_back(std::move(conv));
-        if (wei_reordered) add_reorder(w, wei_b, u_wei, user_bind(Bind::wei, false, true));
+        if (wei_reordered && wide()) {
+            Step n;
+            n.kind = Step::narrow_blocked;
+            n.from = wei_b;
+            n.to = Bind{Bind::wei};
+            n.map = add_map(w);
+            v.steps.push_back(std::move(n));
+        } else if (wei_reordered) {
+            add_reorder(w, wei_b, u_wei, user_bind(Bind::wei, false, true));
+        }
         if (bias_reordered) add_reorder(b, bias_b, u_bias, user_bind(Bind::bias, false, true));
     }
 
@@ -1080,6 +1111,16 @@ Event run_dnnl_plan(DnnlPlan& plan, const ConvProblem& p, const ConvArgs& args) 
         }
         if (s.kind == Step::narrow) {
             narrow_from_f32(p.dt, static_cast<const float*>(resolve(v, ptr, s.from)), resolve(v, ptr, s.to), s.count);
+            continue;
+        }
+        if (s.kind == Step::widen_blocked) {
+            widen_to_blocked(p.dt, resolve(v, ptr, s.from), static_cast<float*>(resolve(v, ptr, s.to)),
+                             v.maps[static_cast<std::size_t>(s.map)]);
+            continue;
+        }
+        if (s.kind == Step::narrow_blocked) {
+            narrow_from_blocked(p.dt, static_cast<const float*>(resolve(v, ptr, s.from)), resolve(v, ptr, s.to),
+                                v.maps[static_cast<std::size_t>(s.map)]);
             continue;
         }
         if (s.kind == Step::gather || s.kind == Step::scatter) {
