@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
         else argv[out++] = argv[i];
     }
     argc = out;
-    for (DType dt : {DType::f32, DType::bf16})
+    for (DType dt : {DType::f32, DType::bf16, DType::f16})
         for (Layout layout : {Layout::channels_last, Layout::channels_first})
             for (bool packed : {true, false})
                 for (const Layer& l : resnet50_layers()) {

@@ -140,12 +140,18 @@ def torch_times(args, layers, direction, dt, tag):
     """{layer: (min, mean)}, or a string: why PyTorch cannot run this configuration."""
     out = {}
     tdt = TORCH_DT[dt]
-    for layer in layers:
-        name, fn = torch_call(layer, args.mb, tdt, tag, direction)
-        try:
-            out[name] = best_of(fn, args.calls)
-        except RuntimeError as e:
-            return str(e).splitlines()[0]
+    # PyTorch 1.13 sends bf16 to oneDNN only when cpuinfo reports avx512bw/vl/dq (its
+    # mkldnn_bf16_device_check reads the hardware, not ONEDNN_MAX_CPU_ISA); on a real AVX2 CPU it
+    # takes its own slow_conv2d path. Under an AVX2 cap, oneDNN would refuse bf16, so PyTorch's
+    # bf16 calls run with mkldnn off: the path they take on such a CPU.
+    below_avx512 = args.max_isa and not args.max_isa.upper().startswith("AVX512")
+    with torch.backends.mkldnn.flags(enabled=not (below_avx512 and dt == "bf16")):
+        for layer in layers:
+            name, fn = torch_call(layer, args.mb, tdt, tag, direction)
+            try:
+                out[name] = best_of(fn, args.calls)
+            except RuntimeError as e:
+                return str(e).splitlines()[0]
     return out
 
 

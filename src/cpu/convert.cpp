@@ -131,68 +131,102 @@ BlockedMap blocked_map(const dnnl_memory_desc_t& md, const int64_t* plain_stride
     m.ndims = md.ndims;
     const dnnl_blocking_desc_t& bd = md.format_desc.blocking;
     int64_t elems = 1;
+    int64_t block[DNNL_MAX_NDIMS];
     for (int d = 0; d < md.ndims; ++d) {
         m.dims[d] = md.dims[d];
+        m.plain_strides[d] = plain_strides[d];
         m.padded = m.padded || md.padded_dims[d] != md.dims[d];
         elems *= md.padded_dims[d];
+        block[d] = 1;
     }
     m.blocked_elems = static_cast<std::size_t>(elems);
-    // Inner blocks are listed outermost first; the innermost one has stride 1.
-    int64_t blk_stride[DNNL_MAX_NDIMS];
+    // Inner blocks, innermost last: stride 1, 8, ...; a dim blocked twice (4i16o4i) gets a
+    // logical step of the blocks inside it.
+    std::vector<BlockedMap::Loop> inner(static_cast<std::size_t>(bd.inner_nblks));
     int64_t s = 1;
     for (int k = bd.inner_nblks - 1; k >= 0; --k) {
-        blk_stride[k] = s;
+        const int d = bd.inner_idxs[k];
+        inner[static_cast<std::size_t>(k)] = {bd.inner_blks[k], s, block[d], d};
         s *= bd.inner_blks[k];
+        block[d] *= bd.inner_blks[k];
     }
-    for (int d = 0; d < md.ndims; ++d) {
-        m.start[d] = static_cast<int64_t>(m.table.size());
-        for (int64_t x = 0; x < m.dims[d]; ++x) {
-            int64_t rest = x, off = 0;
-            for (int k = bd.inner_nblks - 1; k >= 0; --k) {
-                if (bd.inner_idxs[k] != d) continue;
-                off += (rest % bd.inner_blks[k]) * blk_stride[k];
-                rest /= bd.inner_blks[k];
-            }
-            m.table.push_back(md.offset0 * (d == 0) + off + rest * bd.strides[d]);
-        }
-    }
-    std::stable_sort(m.order, m.order + m.ndims,
-                     [&](int a, int b) { return plain_strides[a] > plain_strides[b]; });
+    for (int d = 0; d < md.ndims; ++d)
+        m.loops.push_back({md.padded_dims[d] / block[d], bd.strides[d], block[d], d});
+    // Outer loops by stride (size-1 dims anywhere), then the inner blocks.
+    std::stable_sort(m.loops.begin(), m.loops.end(),
+                     [](const BlockedMap::Loop& a, const BlockedMap::Loop& b) { return a.blocked_stride > b.blocked_stride; });
+    m.loops.insert(m.loops.end(), inner.begin(), inner.end());
+    if (m.loops.empty() || m.loops.back().blocked_stride != 1) m.loops.push_back({1, 1, 1, 0});
     return m;
 }
 
 namespace {
 
-// Walks the plain tensor in its memory order (rows of its innermost dim) over the threads and
-// calls fn(plain_index, blocked_offset_of_row, inner_table, inner_len) per row.
-template <typename Fn> void for_rows(const BlockedMap& m, Fn fn) {
-    const int nd = m.ndims;
-    const int inner = m.order[nd - 1];
-    const int64_t len = m.dims[inner];
+// Runs fn(blocked_offset, plain_offset, plain_step, n) for every run of the innermost loop that
+// holds real (not padding) elements, over the threads. Offsets move incrementally with the
+// odometer: a run is 8 or 16 elements, so per-run work has to stay a handful of additions.
+template <typename Fn> void for_runs(const BlockedMap& m, Fn fn) {
+    const int nl = static_cast<int>(m.loops.size());
+    const BlockedMap::Loop& in = m.loops[static_cast<std::size_t>(nl - 1)];
+    const int64_t step = in.mult * m.plain_strides[in.dim];
     int64_t rows = 1;
-    for (int j = 0; j < nd - 1; ++j) rows *= m.dims[m.order[j]];
-    const int64_t* tin = m.table.data() + m.start[inner];
-#pragma omp parallel if (rows * len > (1 << 15))
+    for (int j = 0; j < nl - 1; ++j) rows *= m.loops[static_cast<std::size_t>(j)].count;
+#pragma omp parallel if (rows * in.count > (1 << 15))
     {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
         const int64_t r0 = rows * t / nt, r1 = rows * (t + 1) / nt;
-        int64_t x[6] = {0, 0, 0, 0, 0, 0};
+        int64_t idx[16] = {}, x[6] = {0, 0, 0, 0, 0, 0}, boff = 0, poff = 0;
         int64_t rem = r0;
-        for (int j = nd - 2; j >= 0; --j) {
-            x[j] = rem % m.dims[m.order[j]];
-            rem /= m.dims[m.order[j]];
+        for (int j = nl - 2; j >= 0; --j) {
+            const BlockedMap::Loop& l = m.loops[static_cast<std::size_t>(j)];
+            idx[j] = rem % l.count;
+            rem /= l.count;
+            x[l.dim] += idx[j] * l.mult;
+            boff += idx[j] * l.blocked_stride;
+            poff += idx[j] * l.mult * m.plain_strides[l.dim];
         }
         for (int64_t r = r0; r < r1; ++r) {
-            int64_t base = 0;
-            for (int j = 0; j < nd - 1; ++j) base += m.table[static_cast<std::size_t>(m.start[m.order[j]] + x[j])];
-            fn(r * len, base, tin, len);
-            for (int j = nd - 2; j >= 0; --j) {  // odometer over the outer dims
-                if (++x[j] < m.dims[m.order[j]]) break;
-                x[j] = 0;
+            if (!m.padded) {
+                fn(boff, poff, step, in.count);
+            } else {
+                bool inside = true;
+                for (int d = 0; d < m.ndims; ++d) inside = inside && (d == in.dim || x[d] < m.dims[d]);
+                const int64_t left = m.dims[in.dim] - x[in.dim];
+                const int64_t n = std::min(in.count, left > 0 ? (left + in.mult - 1) / in.mult : 0);
+                if (inside && n > 0) fn(boff, poff, step, n);
+            }
+            for (int j = nl - 2; j >= 0; --j) {  // odometer
+                const BlockedMap::Loop& l = m.loops[static_cast<std::size_t>(j)];
+                const int64_t pstep = l.mult * m.plain_strides[l.dim];
+                x[l.dim] += l.mult;
+                boff += l.blocked_stride;
+                poff += pstep;
+                if (++idx[j] < l.count) break;
+                idx[j] = 0;
+                x[l.dim] -= l.count * l.mult;
+                boff -= l.count * l.blocked_stride;
+                poff -= l.count * pstep;
             }
         }
     }
 }
+
+#pragma GCC push_options
+#pragma GCC target("avx2,f16c")
+// Eight f16 values `step` apart, widened with F16C.
+void widen8_f16_f16c(const uint16_t* p, int64_t step, float* d) {
+    const __m128i h = _mm_setr_epi16(static_cast<short>(p[0]), static_cast<short>(p[step]),
+                                     static_cast<short>(p[2 * step]), static_cast<short>(p[3 * step]),
+                                     static_cast<short>(p[4 * step]), static_cast<short>(p[5 * step]),
+                                     static_cast<short>(p[6 * step]), static_cast<short>(p[7 * step]));
+    _mm256_storeu_ps(d, _mm256_cvtph_ps(h));
+}
+void narrow8_f16_f16c(const float* b, uint16_t* p, int64_t step) {
+    alignas(16) uint16_t h[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(h), _mm256_cvtps_ph(_mm256_loadu_ps(b), _MM_FROUND_TO_NEAREST_INT));
+    for (int j = 0; j < 8; ++j) p[j * step] = h[j];
+}
+#pragma GCC pop_options
 
 }  // namespace
 
@@ -200,18 +234,36 @@ void widen_to_blocked(DType dt, const void* plain, float* blocked, const Blocked
     if (m.padded) std::memset(blocked, 0, m.blocked_elems * sizeof(float));
     const auto* s = static_cast<const uint16_t*>(plain);
     const bool bf = dt == DType::bf16;
-    for_rows(m, [&](int64_t i0, int64_t base, const int64_t* tin, int64_t len) {
-        float* d = blocked + base;
-        for (int64_t x = 0; x < len; ++x) d[tin[x]] = bf ? bf16_to_float(s[i0 + x]) : f16_to_f32(s[i0 + x]);
+    const bool f16c = have_avx2();
+    for_runs(m, [&](int64_t boff, int64_t poff, int64_t step, int64_t n) {
+        float* d = blocked + boff;
+        const uint16_t* p = s + poff;
+        int64_t j = 0;
+        if (bf) {
+            for (; j < n; ++j) d[j] = bf16_to_float(p[j * step]);
+            return;
+        }
+        if (f16c)
+            for (; j + 8 <= n; j += 8) widen8_f16_f16c(p + j * step, step, d + j);
+        for (; j < n; ++j) d[j] = f16_to_f32(p[j * step]);
     });
 }
 
 void narrow_from_blocked(DType dt, const float* blocked, void* plain, const BlockedMap& m) {
-    auto* d = static_cast<uint16_t*>(plain);
+    auto* out = static_cast<uint16_t*>(plain);
     const bool bf = dt == DType::bf16;
-    for_rows(m, [&](int64_t i0, int64_t base, const int64_t* tin, int64_t len) {
-        const float* s = blocked + base;
-        for (int64_t x = 0; x < len; ++x) d[i0 + x] = bf ? float_to_bf16(s[tin[x]]) : f32_to_f16(s[tin[x]]);
+    const bool f16c = have_avx2();
+    for_runs(m, [&](int64_t boff, int64_t poff, int64_t step, int64_t n) {
+        const float* b = blocked + boff;
+        uint16_t* p = out + poff;
+        int64_t j = 0;
+        if (bf) {
+            for (; j < n; ++j) p[j * step] = float_to_bf16(b[j]);
+            return;
+        }
+        if (f16c)
+            for (; j + 8 <= n; j += 8) narrow8_f16_f16c(b + j, p + j * step, step);
+        for (; j < n; ++j) p[j * step] = f32_to_f16(b[j]);
     });
 }
 

@@ -15,17 +15,20 @@ void narrow_from_f32(DType dt, const float* src, void* dst, std::size_t n);
 
 
 // A dense plain tensor and a oneDNN blocked layout of the same logical dims (weights as the
-// convolution reads them): where each element of one lands in the other. A blocked offset is a
-// sum of one term per logical dim (outer index times its stride plus its place inside the
-// blocks), so one table per dim gives it with a few additions per element.
+// convolution reads them). The blocked buffer is walked in its own memory order, as nested loops
+// over the outer index of each dim and each inner block (outermost first), so the f32 side is
+// written (or read) sequentially and the 16-bit side, half the bytes, takes the strided access.
 struct BlockedMap {
+    struct Loop {
+        int64_t count = 1, blocked_stride = 1, mult = 1;  // mult: its step in the logical index
+        int dim = 0;
+    };
     int ndims = 0;
     int64_t dims[6] = {1, 1, 1, 1, 1, 1};
-    int order[6] = {0, 1, 2, 3, 4, 5};  // dims by the plain tensor's stride, outermost first
-    std::vector<int64_t> table;          // term of dim d at x: table[start[d] + x]
-    int64_t start[6] = {0, 0, 0, 0, 0, 0};
-    std::size_t blocked_elems = 0;       // elements of the blocked buffer, padding included
-    bool padded = false;                 // the blocked buffer has padding that must read as 0
+    int64_t plain_strides[6] = {0, 0, 0, 0, 0, 0};
+    std::vector<Loop> loops;          // outermost first; the last has blocked_stride 1
+    std::size_t blocked_elems = 0;    // elements of the blocked buffer, padding included
+    bool padded = false;              // the blocked buffer has padding that must read as 0
 };
 // plain_strides: the dense tensor's element strides, per logical dim.
 BlockedMap blocked_map(const dnnl_memory_desc_t& blocked, const int64_t* plain_strides);

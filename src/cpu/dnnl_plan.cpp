@@ -160,7 +160,7 @@ struct Step {
     dnnl::primitive prim;
     Bind from, to;               // gather / scatter: src rows <-> dense rows; zero: `to`
     std::size_t zero_bytes = 0;
-    std::size_t count = 0;       // widen / narrow: elements
+    std::size_t count = 0;       // widen / narrow: elements; gather / scatter: bytes per element
     int map = -1;                // widen_blocked / narrow_blocked
     std::vector<int> arg_ids;
     std::vector<mdesc> mds;
@@ -675,10 +675,7 @@ struct Builder {
     }
 
     bool matmul_candidate() const {
-        // A widened problem would need f32 copies of the user's weights before the product, which
-        // takes away the matmul path's one advantage (reading the plain weights in place).
-        // f16 never takes it: convkit's bias-gradient sum beside it reads f32 and bf16 only.
-        if (p.g != 1 || p.packed_weights || wide() || p.dt == DType::f16) return false;
+        if (p.g != 1 || p.packed_weights) return false;
         if (p.src_layout != Layout::channels_last || p.dst_layout != Layout::channels_last) return false;
         for (int i = 0; i < p.nsp; ++i)
             if (p.k[i] != 1 || p.pad_l[i] != 0 || p.pad_r[i] != 0) return false;
@@ -692,7 +689,8 @@ struct Builder {
         const double M = static_cast<double>(rows());
         const double ratio = static_cast<double>(p.ic) * static_cast<double>(p.oc) /
                              (M * static_cast<double>(p.ic + p.oc));
-        const bool bf16 = p.dt == DType::bf16;
+        // Native bf16 kernels have their own thresholds; a widened problem computes in f32.
+        const bool bf16 = p.dt == DType::bf16 && !wide();
         double threshold = 1.0;
         switch (p.dir) {
             case Direction::fwd: threshold = bf16 ? 0.1 : 1.0; break;
@@ -713,11 +711,12 @@ struct Builder {
     // a view when the input size is odd).
     Bind add_gather() {
         const int64_t M = rows();
-        Bind t = Bind{Bind::temp, v.add_temp(static_cast<std::size_t>(M * p.ic) * memory::data_type_size(dt))};
+        Bind t = Bind{Bind::temp, v.add_temp(static_cast<std::size_t>(M * p.ic) * memory::data_type_size(cdt))};
         Step g;
         g.kind = Step::gather;
-        g.from = Bind{Bind::src};
+        g.from = user_bind(Bind::src, true, false);
         g.to = t;
+        g.count = memory::data_type_size(cdt);
         v.steps.push_back(std::move(g));
         return t;
     }
@@ -737,8 +736,8 @@ struct Builder {
 
     bool build_matmul_fwd() {
         const int64_t M = rows();
-        const mdesc a({M, p.ic}, dt, memory::dims{p.ic, 1});
-        const mdesc w({p.ic, p.oc}, dt, memory::dims{1, p.ic});  // W^T: oihw and ohwi are one layout at 1x1
+        const mdesc a({M, p.ic}, cdt, memory::dims{p.ic, 1});
+        const mdesc w({p.ic, p.oc}, cdt, memory::dims{1, p.ic});  // W^T: oihw and ohwi are one layout at 1x1
         const bool has_ops = p.n_post_ops > 0;
         dnnl::matmul::primitive_desc pd;
         bool fused = false;
@@ -752,13 +751,13 @@ struct Builder {
                 if (!fusable_post_ops(ops)) continue;
                 attr.set_post_ops(ops);
             }
-            const mdesc c({M, p.oc}, fuse || !has_ops ? dt : ddt::f32, memory::dims{p.oc, 1});
-            for (ddt bdt : {dt, ddt::f32}) {
+            const mdesc c({M, p.oc}, fuse || !has_ops ? cdt : ddt::f32, memory::dims{p.oc, 1});
+            for (ddt bdt : {cdt, ddt::f32}) {
                 bias_md = mdesc({1, p.oc}, bdt, memory::dims{p.oc, 1});
                 pd = make_matmul(a, w, p.with_bias ? &bias_md : nullptr, c, attr);
                 if (pd && !is_ref(pd.impl_info_str())) break;
                 pd = dnnl::matmul::primitive_desc();
-                if (!p.with_bias || dt == ddt::f32) break;
+                if (!p.with_bias || cdt == ddt::f32) break;
             }
             fused = fuse && pd;
         }
@@ -773,21 +772,23 @@ struct Builder {
 
         Step mm;
         mm.prim = prim;
-        const Bind src_b = strided() ? add_gather() : Bind{Bind::src};
+        const Bind src_b = strided() ? add_gather() : user_bind(Bind::src, true, false);
         mm.add(DNNL_ARG_SRC, a, src_b);
-        mm.add(DNNL_ARG_WEIGHTS, w, Bind{Bind::wei});
+        mm.add(DNNL_ARG_WEIGHTS, w, user_bind(Bind::wei, true, false, true));
         if (p.with_bias) {
-            Bind bias_b{Bind::bias};
-            if (bias_md.data_type() != dt) {
+            Bind bias_b = user_bind(Bind::bias, true, false);
+            if (bias_md.data_type() != cdt) {
                 const mdesc conv_md({p.oc}, ddt::f32, ftag::x);
+                const Bind from = bias_b;
                 bias_b = temp_for(conv_md);
-                add_reorder(u_bias, Bind{Bind::bias}, conv_md, bias_b);
+                add_reorder(u_bias, from, conv_md, bias_b);
             }
             mm.add(DNNL_ARG_BIAS, bias_md, bias_b);
         }
         if (!v.own_epilogue) {
-            mm.add(DNNL_ARG_DST, c, Bind{Bind::dst});
+            mm.add(DNNL_ARG_DST, c, user_bind(Bind::dst, p.has_sum(), true));
         } else {
+            // The epilogue writes the user's dst (a widened problem's one rounding too).
             const bool in_place = dt == ddt::f32 && !p.has_sum();
             v.acc = in_place ? Bind{Bind::dst} : temp_for(c);
             mm.add(DNNL_ARG_DST, c, v.acc);
@@ -799,9 +800,9 @@ struct Builder {
 
     bool build_matmul_bwd_d() {
         const int64_t M = rows();
-        const mdesc a({M, p.oc}, dt, memory::dims{p.oc, 1});
-        const mdesc w({p.oc, p.ic}, dt, memory::dims{p.ic, 1});
-        const mdesc c({M, p.ic}, dt, memory::dims{p.ic, 1});
+        const mdesc a({M, p.oc}, cdt, memory::dims{p.oc, 1});
+        const mdesc w({p.oc, p.ic}, cdt, memory::dims{p.ic, 1});
+        const mdesc c({M, p.ic}, cdt, memory::dims{p.ic, 1});
         auto pd = make_matmul(a, w, nullptr, c, base_attr());
         dnnl::primitive prim;
         if (!pd || is_ref(pd.impl_info_str()) || !jit<dnnl::matmul>(pd, prim)) return false;
@@ -809,9 +810,9 @@ struct Builder {
         v.wei_md = w;
         Step mm;
         mm.prim = prim;
-        mm.add(DNNL_ARG_SRC, a, Bind{Bind::dst});
-        mm.add(DNNL_ARG_WEIGHTS, w, Bind{Bind::wei});
-        const Bind out = strided() ? temp_for(c) : Bind{Bind::src};
+        mm.add(DNNL_ARG_SRC, a, user_bind(Bind::dst, true, false));
+        mm.add(DNNL_ARG_WEIGHTS, w, user_bind(Bind::wei, true, false, true));
+        const Bind out = strided() ? temp_for(c) : user_bind(Bind::src, false, true);
         mm.add(DNNL_ARG_DST, c, out);
         add_scratch(mm, pd.scratchpad_desc());
         v.steps.push_back(std::move(mm));
@@ -819,13 +820,14 @@ struct Builder {
             // diff_src is zero where no output position reads the input.
             Step zero;
             zero.kind = Step::zero;
-            zero.to = Bind{Bind::src};
+            zero.to = user_bind(Bind::src, false, true);
             zero.zero_bytes = u_src.get_size();
             v.steps.push_back(std::move(zero));
             Step sc;
             sc.kind = Step::scatter;
             sc.from = out;
-            sc.to = Bind{Bind::src};
+            sc.to = user_bind(Bind::src, false, true);
+            sc.count = memory::data_type_size(cdt);
             v.steps.push_back(std::move(sc));
         }
         return true;
@@ -833,19 +835,19 @@ struct Builder {
 
     bool build_matmul_bwd_w() {
         const int64_t M = rows();
-        const mdesc a({p.oc, M}, dt, memory::dims{1, p.oc});  // diff_dst^T
-        const mdesc w({M, p.ic}, dt, memory::dims{p.ic, 1});
-        const mdesc c({p.oc, p.ic}, dt, memory::dims{p.ic, 1});
+        const mdesc a({p.oc, M}, cdt, memory::dims{1, p.oc});  // diff_dst^T
+        const mdesc w({M, p.ic}, cdt, memory::dims{p.ic, 1});
+        const mdesc c({p.oc, p.ic}, cdt, memory::dims{p.ic, 1});
         auto pd = make_matmul(a, w, nullptr, c, base_attr());
         dnnl::primitive prim;
         if (!pd || is_ref(pd.impl_info_str()) || !jit<dnnl::matmul>(pd, prim)) return false;
         note_matmul(pd, a, w, c);
         Step mm;
         mm.prim = prim;
-        mm.add(DNNL_ARG_SRC, a, Bind{Bind::dst});
-        const Bind src_b = strided() ? add_gather() : Bind{Bind::src};
+        mm.add(DNNL_ARG_SRC, a, user_bind(Bind::dst, true, false));
+        const Bind src_b = strided() ? add_gather() : user_bind(Bind::src, true, false);
         mm.add(DNNL_ARG_WEIGHTS, w, src_b);
-        mm.add(DNNL_ARG_DST, c, Bind{Bind::wei});
+        mm.add(DNNL_ARG_DST, c, user_bind(Bind::wei, false, true));
         add_scratch(mm, pd.scratchpad_desc());
         v.steps.push_back(std::move(mm));
         v.own_bias_grad = p.with_bias;
@@ -875,8 +877,11 @@ struct Builder {
 };
 
 // The activation layouts to try, best first; the first that gets a non-ref implementation wins.
-std::vector<ActLayout> mode_order(const ConvProblem& p) {
-    std::vector<ActLayout> order{preferred_act_layout(p)};
+std::vector<ActLayout> mode_order(const ConvProblem& p, bool wide) {
+    // A widened problem runs f32 kernels, so it follows the f32 rules.
+    ConvProblem as_run = p;
+    if (wide) as_run.dt = DType::f32;
+    std::vector<ActLayout> order{preferred_act_layout(as_run)};
     for (ActLayout m : {ActLayout::user, ActLayout::any, ActLayout::channels_last, ActLayout::channels_first})
         if (std::find(order.begin(), order.end(), m) == order.end()) order.push_back(m);
     return order;
@@ -886,7 +891,7 @@ std::unique_ptr<Variant> build_variant_as(const ConvProblem& p, int nthr, bool w
     auto v = std::make_unique<Variant>();
     v->nthr = nthr;
     Builder b(p, *v, wide);
-    auto modes = mode_order(p);
+    auto modes = mode_order(p, wide);
     const bool mm = b.matmul_candidate();
     switch (p.dir) {
         case Direction::fwd:
@@ -992,8 +997,8 @@ void* repack(Variant& v, const PackedWeightsHandle& h, char* ws) {
 
 // Copies between the input rows a strided 1x1 convolution reads (channels-last src) and a dense
 // [M, IC] matrix: gather = src -> rows, else rows -> src.
-void strided_rows(const ConvProblem& p, char* src, char* rows, bool gather) {
-    const std::size_t row_bytes = static_cast<std::size_t>(p.ic) * dtype_size(p.dt);
+void strided_rows(const ConvProblem& p, std::size_t elem_bytes, char* src, char* rows, bool gather) {
+    const std::size_t row_bytes = static_cast<std::size_t>(p.ic) * elem_bytes;
     int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, st[3] = {1, 1, 1};
     for (int i = 0; i < p.nsp; ++i) {
         in[3 - p.nsp + i] = p.in[i];
@@ -1016,7 +1021,7 @@ void strided_rows(const ConvProblem& p, char* src, char* rows, bool gather) {
 
 // diff_bias[c] = sum of channels-last diff_dst over every image and position. Threads own channel
 // ranges and sum rows in order, so the result does not depend on the thread count; f32 sums in
-// double, bf16 in f32 (as the reference does).
+// double, bf16/f16 in f32 (as the reference does).
 void bias_grad_channels_last(const ConvProblem& p, const void* ddst, void* dbias) {
     int64_t M = p.mb;
     for (int i = 0; i < p.nsp; ++i) M *= p.out[i];
@@ -1025,6 +1030,7 @@ void bias_grad_channels_last(const ConvProblem& p, const void* ddst, void* dbias
     const int nthr = omp_get_max_threads();
     const int64_t per = std::min<int64_t>(kChunk, std::max<int64_t>(16, (OC + nthr - 1) / nthr));
     const int64_t chunks = (OC + per - 1) / per;
+    const bool half = p.dt == DType::bf16 || p.dt == DType::f16;
     const bool bf16 = p.dt == DType::bf16;
 #pragma omp parallel for schedule(static)
     for (int64_t ch = 0; ch < chunks; ++ch) {
@@ -1036,6 +1042,9 @@ void bias_grad_channels_last(const ConvProblem& p, const void* ddst, void* dbias
             if (bf16) {
                 const uint16_t* row = static_cast<const uint16_t*>(ddst) + m * OC + c0;
                 for (int64_t j = 0; j < n; ++j) accf[j] += bf16_load(row[j]);
+            } else if (half) {
+                const uint16_t* row = static_cast<const uint16_t*>(ddst) + m * OC + c0;
+                for (int64_t j = 0; j < n; ++j) accf[j] += f16_to_f32(row[j]);
             } else {
                 const float* row = static_cast<const float*>(ddst) + m * OC + c0;
                 for (int64_t j = 0; j < n; ++j) acc[j] += row[j];
@@ -1043,6 +1052,7 @@ void bias_grad_channels_last(const ConvProblem& p, const void* ddst, void* dbias
         }
         for (int64_t j = 0; j < n; ++j) {
             if (bf16) static_cast<uint16_t*>(dbias)[c0 + j] = bf16_store(accf[j]);
+            else if (half) static_cast<uint16_t*>(dbias)[c0 + j] = f32_to_f16(accf[j]);
             else static_cast<float*>(dbias)[c0 + j] = static_cast<float>(acc[j]);
         }
     }
@@ -1125,7 +1135,7 @@ Event run_dnnl_plan(DnnlPlan& plan, const ConvProblem& p, const ConvArgs& args) 
         }
         if (s.kind == Step::gather || s.kind == Step::scatter) {
             const bool gather = s.kind == Step::gather;
-            strided_rows(p, static_cast<char*>(resolve(v, ptr, gather ? s.from : s.to)),
+            strided_rows(p, s.count, static_cast<char*>(resolve(v, ptr, gather ? s.from : s.to)),
                          static_cast<char*>(resolve(v, ptr, gather ? s.to : s.from)), gather);
             continue;
         }
