@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "convkit/tensor.hpp"
+#include "cpu/cpu_internal.hpp"
 
 namespace convkit::cpu {
 namespace {
@@ -19,28 +20,13 @@ namespace {
 // Below this many elements one thread converts faster than waking a team.
 constexpr std::size_t kSerial = 1 << 15;
 
-inline float bf16_to_float(uint16_t v) {
-    const uint32_t u = static_cast<uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-inline uint16_t float_to_bf16(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-    return static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
-}
-
 // The loops are written so the compiler vectorises them in either target.
 #define CONVKIT_CONVERT_LOOPS                                                              \
     static void widen_bf16(const uint16_t* s, float* d, std::size_t n) {                   \
-        for (std::size_t i = 0; i < n; ++i) d[i] = bf16_to_float(s[i]);                    \
+        for (std::size_t i = 0; i < n; ++i) d[i] = bf16_load(s[i]);                    \
     }                                                                                      \
     static void narrow_bf16(const float* s, uint16_t* d, std::size_t n) {                  \
-        for (std::size_t i = 0; i < n; ++i) d[i] = float_to_bf16(s[i]);                    \
+        for (std::size_t i = 0; i < n; ++i) d[i] = bf16_store(s[i]);                    \
     }
 
 struct Generic {
@@ -122,10 +108,6 @@ void narrow_from_f32(DType dt, const float* src, void* dst, std::size_t n) {
     });
 }
 
-}  // namespace convkit::cpu
-
-namespace convkit::cpu {
-
 BlockedMap blocked_map(const dnnl_memory_desc_t& md, const int64_t* plain_strides) {
     BlockedMap m;
     m.ndims = md.ndims;
@@ -157,6 +139,14 @@ BlockedMap blocked_map(const dnnl_memory_desc_t& md, const int64_t* plain_stride
                      [](const BlockedMap::Loop& a, const BlockedMap::Loop& b) { return a.blocked_stride > b.blocked_stride; });
     m.loops.insert(m.loops.end(), inner.begin(), inner.end());
     if (m.loops.empty() || m.loops.back().blocked_stride != 1) m.loops.push_back({1, 1, 1, 0});
+    const std::size_t nl = m.loops.size();
+    if (!m.padded && nl >= 2) {
+        const BlockedMap::Loop& a = m.loops[nl - 1];  // rows of the tile (plain side)
+        const BlockedMap::Loop& b = m.loops[nl - 2];  // contiguous on the plain side
+        m.tile8 = a.count == 8 && b.count == 8 && b.blocked_stride == 8 && a.mult == 1 && b.mult == 1 &&
+                  a.dim != b.dim && m.plain_strides[b.dim] == 1;
+        if (m.tile8) m.tile_loops.assign(m.loops.begin(), m.loops.end() - 1);
+    }
     return m;
 }
 
@@ -165,12 +155,12 @@ namespace {
 // Runs fn(blocked_offset, plain_offset, plain_step, n) for every run of the innermost loop that
 // holds real (not padding) elements, over the threads. Offsets move incrementally with the
 // odometer: a run is 8 or 16 elements, so per-run work has to stay a handful of additions.
-template <typename Fn> void for_runs(const BlockedMap& m, Fn fn) {
-    const int nl = static_cast<int>(m.loops.size());
-    const BlockedMap::Loop& in = m.loops[static_cast<std::size_t>(nl - 1)];
+template <typename Fn> void for_runs(const BlockedMap& m, const std::vector<BlockedMap::Loop>& loops, Fn fn) {
+    const int nl = static_cast<int>(loops.size());
+    const BlockedMap::Loop& in = loops[static_cast<std::size_t>(nl - 1)];
     const int64_t step = in.mult * m.plain_strides[in.dim];
     int64_t rows = 1;
-    for (int j = 0; j < nl - 1; ++j) rows *= m.loops[static_cast<std::size_t>(j)].count;
+    for (int j = 0; j < nl - 1; ++j) rows *= loops[static_cast<std::size_t>(j)].count;
 #pragma omp parallel if (rows * in.count > (1 << 15))
     {
         const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
@@ -178,7 +168,7 @@ template <typename Fn> void for_runs(const BlockedMap& m, Fn fn) {
         int64_t idx[16] = {}, x[6] = {0, 0, 0, 0, 0, 0}, boff = 0, poff = 0;
         int64_t rem = r0;
         for (int j = nl - 2; j >= 0; --j) {
-            const BlockedMap::Loop& l = m.loops[static_cast<std::size_t>(j)];
+            const BlockedMap::Loop& l = loops[static_cast<std::size_t>(j)];
             idx[j] = rem % l.count;
             rem /= l.count;
             x[l.dim] += idx[j] * l.mult;
@@ -196,7 +186,7 @@ template <typename Fn> void for_runs(const BlockedMap& m, Fn fn) {
                 if (inside && n > 0) fn(boff, poff, step, n);
             }
             for (int j = nl - 2; j >= 0; --j) {  // odometer
-                const BlockedMap::Loop& l = m.loops[static_cast<std::size_t>(j)];
+                const BlockedMap::Loop& l = loops[static_cast<std::size_t>(j)];
                 const int64_t pstep = l.mult * m.plain_strides[l.dim];
                 x[l.dim] += l.mult;
                 boff += l.blocked_stride;
@@ -226,6 +216,50 @@ void narrow8_f16_f16c(const float* b, uint16_t* p, int64_t step) {
     _mm_store_si128(reinterpret_cast<__m128i*>(h), _mm256_cvtps_ph(_mm256_loadu_ps(b), _MM_FROUND_TO_NEAREST_INT));
     for (int j = 0; j < 8; ++j) p[j * step] = h[j];
 }
+
+void transpose8(__m256 r[8]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// One 8x8 tile: plain rows a (8 contiguous values each, `row` apart) <-> blocked d[b * 8 + a].
+void widen_tile8(bool bf, const uint16_t* p, int64_t row, float* d) {
+    __m256 r[8];
+    for (int a = 0; a < 8; ++a) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + a * row));
+        r[a] = bf ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
+    }
+    transpose8(r);
+    for (int b = 0; b < 8; ++b) _mm256_storeu_ps(d + 8 * b, r[b]);
+}
+void narrow_tile8(bool bf, const float* d, uint16_t* p, int64_t row) {
+    __m256 r[8];
+    for (int b = 0; b < 8; ++b) r[b] = _mm256_loadu_ps(d + 8 * b);
+    transpose8(r);
+    for (int a = 0; a < 8; ++a) {
+        if (bf) {
+            alignas(32) float f[8];
+            _mm256_store_ps(f, r[a]);
+            for (int j = 0; j < 8; ++j) p[a * row + j] = bf16_store(f[j]);
+        } else {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(p + a * row), _mm256_cvtps_ph(r[a], _MM_FROUND_TO_NEAREST_INT));
+        }
+    }
+}
 #pragma GCC pop_options
 
 }  // namespace
@@ -235,12 +269,24 @@ void widen_to_blocked(DType dt, const void* plain, float* blocked, const Blocked
     const auto* s = static_cast<const uint16_t*>(plain);
     const bool bf = dt == DType::bf16;
     const bool f16c = have_avx2();
-    for_runs(m, [&](int64_t boff, int64_t poff, int64_t step, int64_t n) {
+    if (m.tile8 && f16c) {
+        const int64_t row = m.plain_strides[m.loops.back().dim];
+        for_runs(m, m.tile_loops, [&](int64_t boff, int64_t poff, int64_t, int64_t) {
+            widen_tile8(bf, s + poff, row, blocked + boff);
+        });
+        return;
+    }
+    for_runs(m, m.loops, [&](int64_t boff, int64_t poff, int64_t step, int64_t n) {
         float* d = blocked + boff;
         const uint16_t* p = s + poff;
+        if (step == 1 && f16c) {  // the run is contiguous on both sides
+            if (bf) Avx2::widen_bf16(p, d, static_cast<std::size_t>(n));
+            else Avx2::widen_f16(p, d, static_cast<std::size_t>(n));
+            return;
+        }
         int64_t j = 0;
         if (bf) {
-            for (; j < n; ++j) d[j] = bf16_to_float(p[j * step]);
+            for (; j < n; ++j) d[j] = bf16_load(p[j * step]);
             return;
         }
         if (f16c)
@@ -253,12 +299,24 @@ void narrow_from_blocked(DType dt, const float* blocked, void* plain, const Bloc
     auto* out = static_cast<uint16_t*>(plain);
     const bool bf = dt == DType::bf16;
     const bool f16c = have_avx2();
-    for_runs(m, [&](int64_t boff, int64_t poff, int64_t step, int64_t n) {
+    if (m.tile8 && f16c) {
+        const int64_t row = m.plain_strides[m.loops.back().dim];
+        for_runs(m, m.tile_loops, [&](int64_t boff, int64_t poff, int64_t, int64_t) {
+            narrow_tile8(bf, blocked + boff, out + poff, row);
+        });
+        return;
+    }
+    for_runs(m, m.loops, [&](int64_t boff, int64_t poff, int64_t step, int64_t n) {
         const float* b = blocked + boff;
         uint16_t* p = out + poff;
+        if (step == 1 && f16c) {
+            if (bf) Avx2::narrow_bf16(b, p, static_cast<std::size_t>(n));
+            else Avx2::narrow_f16(b, p, static_cast<std::size_t>(n));
+            return;
+        }
         int64_t j = 0;
         if (bf) {
-            for (; j < n; ++j) p[j * step] = float_to_bf16(b[j]);
+            for (; j < n; ++j) p[j * step] = bf16_store(b[j]);
             return;
         }
         if (f16c)

@@ -29,6 +29,11 @@ struct BlockedMap {
     std::vector<Loop> loops;          // outermost first; the last has blocked_stride 1
     std::size_t blocked_elems = 0;    // elements of the blocked buffer, padding included
     bool padded = false;              // the blocked buffer has padding that must read as 0
+    // The two innermost loops form 8x8 tiles whose blocked side is 64 contiguous floats and
+    // whose plain side is 8 rows of 8 contiguous values (AVX2's 8b8a / 8a8b weight blocks over
+    // a plain dim of stride 1): converted with vector loads and an 8x8 transpose.
+    bool tile8 = false;
+    std::vector<Loop> tile_loops;     // loops without the innermost, for walking the tiles
 };
 // plain_strides: the dense tensor's element strides, per logical dim.
 BlockedMap blocked_map(const dnnl_memory_desc_t& blocked, const int64_t* plain_strides);

@@ -21,12 +21,13 @@ inline float bf16_load(uint16_t v) {
     std::memcpy(&f, &u, 4);
     return f;
 }
+// Branch-free, so loops over it vectorise (convert.cpp).
 inline uint16_t bf16_store(float v) {
     uint32_t u;
     std::memcpy(&u, &v, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    return static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
 }
 
 // ---- Epilogue: bias + the whole post-op chain in one pass over dst ----
