@@ -252,9 +252,17 @@ void narrow_tile8(bool bf, const float* d, uint16_t* p, int64_t row) {
     transpose8(r);
     for (int a = 0; a < 8; ++a) {
         if (bf) {
-            alignas(32) float f[8];
-            _mm256_store_ps(f, r[a]);
-            for (int j = 0; j < 8; ++j) p[a * row + j] = bf16_store(f[j]);
+            // bf16_store on eight lanes: round to nearest even, NaN kept quiet.
+            const __m256i u = _mm256_castps_si256(r[a]);
+            const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+            const __m256i rounded =
+                _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+            const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                                   _mm256_set1_epi32(0x7f800000));
+            const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+            const __m256i v = _mm256_blendv_epi8(rounded, quiet, nan);
+            const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0x08);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(p + a * row), _mm256_castsi256_si128(packed));
         } else {
             _mm_storeu_si128(reinterpret_cast<__m128i*>(p + a * row), _mm256_cvtps_ph(r[a], _MM_FROUND_TO_NEAREST_INT));
         }
