@@ -84,6 +84,9 @@ class DnnlPlan;
 class F64Plan;
 
 std::shared_ptr<DnnlPlan> make_dnnl_plan(const core::ConvProblem& p);
+// Whether bf16/f16 problems take oneDNN's native kernels here (they exist and measured faster
+// than the widened f32 path on this CPU, at the current thread count; timed once).
+bool native_16bit_preferred(DType dt);
 Event run_dnnl_plan(DnnlPlan& plan, const core::ConvProblem& p, const core::ConvArgs& args);
 PlanInfo dnnl_plan_info(DnnlPlan& plan);
 // Weights (in the layout `p` describes) reordered into the layout the packed plan `plan` reads.

@@ -20,6 +20,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <map>
 #include <cstdlib>
 #include <cstring>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -223,6 +224,9 @@ private:
     std::mutex mu_;
     std::vector<std::unique_ptr<Variant>> variants_;  // a handful at most: one per thread count
 };
+
+// Executes one variant (binds the call's pointers, runs the steps).
+Event run_variant(Variant& v, const ConvProblem& p, const ConvArgs& args);
 
 namespace {
 
@@ -912,6 +916,57 @@ std::unique_ptr<Variant> build_variant_as(const ConvProblem& p, int nthr, bool w
 // 16-bit problems run on oneDNN's native kernels where it has them (avx512_core_bf16, AMX) and
 // otherwise as f32 convolutions over widened copies (exact), with one rounding at the end: on an
 // AVX2 machine oneDNN 2.6 offers only its `ref` kernels for bf16 and nothing at all for f16.
+// Whether oneDNN's native 16-bit kernels beat the widened f32 path on this CPU: timed once per
+// process, dtype and thread count on a mid-sized ResNet layer (forward 3x3, 64 channels, 28x28,
+// mb 1, channels-last), best of three calls each. Which one wins depends on the machine, not
+// only on its ISA flags: on an Intel Xeon with avx512_core_bf16 (no AMX exposed) native bf16 ran
+// ResNet-50 at mb 1 1.2-1.6x slower than widened (and slower than f32), while on Zen 5 (earlier
+// sessions) native bf16 was 1.4-1.8x faster than f32. Costs two plan builds and eight calls once.
+bool native_measures_faster(DType dt, int nthr) {
+    static std::mutex mu;
+    static std::map<std::pair<int, int>, bool> known;
+    const std::pair<int, int> key{static_cast<int>(dt), nthr};
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = known.find(key);
+        if (it != known.end()) return it->second;
+    }
+    ConvProblem q;
+    q.dt = dt;
+    q.mb = 1;
+    q.ic = q.oc = 64;
+    for (int i = 0; i < 2; ++i) q.in[i] = q.out[i] = 28, q.k[i] = 3, q.pad_l[i] = q.pad_r[i] = 1;
+    q.src_layout = q.wei_layout = q.dst_layout = Layout::channels_last;
+    bool native_wins = false;
+    try {
+        auto native = build_variant_as(q, nthr, false);
+        if (!is_ref(native->info.impl.c_str())) {
+            auto wide = build_variant_as(q, nthr, true);
+            // 1.0 in the dtype everywhere: finite sums, no denormals on either side.
+            const uint16_t one = dt == DType::bf16 ? 0x3f80 : 0x3c00;
+            std::vector<uint16_t> src(64 * 28 * 28, one), wei(64 * 64 * 9, one), dst(64 * 28 * 28, one);
+            ConvArgs a;
+            a.src.data = src.data();
+            a.weights.data = wei.data();
+            a.dst.data = dst.data();
+            auto best = [&](Variant& v) {
+                double t = 1e30;
+                for (int r = 0; r < 4; ++r) {
+                    const double t0 = omp_get_wtime();
+                    run_variant(v, q, a);
+                    if (r > 0) t = std::min(t, omp_get_wtime() - t0);  // the first call warms up
+                }
+                return t;
+            };
+            native_wins = best(*native) < best(*wide);
+        }
+    } catch (const Error&) {
+    } catch (const dnnl::error&) {
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    return known.emplace(key, native_wins).first->second;
+}
+
 std::unique_ptr<Variant> build_variant(const ConvProblem& p, int nthr) {
     const bool half = p.dt == DType::bf16 || p.dt == DType::f16;
     if (!half) return build_variant_as(p, nthr, false);
@@ -919,7 +974,8 @@ std::unique_ptr<Variant> build_variant(const ConvProblem& p, int nthr) {
     if (policy == WidePolicy::always) return build_variant_as(p, nthr, true);
     try {
         auto native = build_variant_as(p, nthr, false);
-        if (policy == WidePolicy::never || !is_ref(native->info.impl.c_str())) return native;
+        if (policy == WidePolicy::never) return native;
+        if (!is_ref(native->info.impl.c_str()) && native_measures_faster(p.dt, nthr)) return native;
     } catch (const Error&) {
         if (policy == WidePolicy::never) throw;
     } catch (const dnnl::error&) {
@@ -1083,7 +1139,12 @@ std::shared_ptr<DnnlPlan> make_dnnl_plan(const ConvProblem& p) {
 PlanInfo dnnl_plan_info(DnnlPlan& plan) { return plan.get(omp_get_max_threads()).info; }
 
 Event run_dnnl_plan(DnnlPlan& plan, const ConvProblem& p, const ConvArgs& args) {
-    Variant& v = plan.get(omp_get_max_threads());
+    return run_variant(plan.get(omp_get_max_threads()), p, args);
+}
+
+bool native_16bit_preferred(DType dt) { return native_measures_faster(dt, omp_get_max_threads()); }
+
+Event run_variant(Variant& v, const ConvProblem& p, const ConvArgs& args) {
     Pointers ptr;
     ptr.user[0] = args.src.data;
     ptr.user[1] = args.weights.data;
