@@ -82,30 +82,22 @@ template <typename Fn> void parallel_chunks(std::size_t n, Fn fn) {
 
 }  // namespace
 
+// The loop for dt on this CPU: bf16 or f16, AVX2+F16C or portable.
+template <typename F> F pick(DType dt, F avx2_bf16, F generic_bf16, F avx2_f16, F generic_f16) {
+    if (dt == DType::bf16) return have_avx2() ? avx2_bf16 : generic_bf16;
+    return have_avx2() ? avx2_f16 : generic_f16;
+}
+
 void widen_to_f32(DType dt, const void* src, float* dst, std::size_t n) {
     const auto* s = static_cast<const uint16_t*>(src);
-    parallel_chunks(n, [&](std::size_t o, std::size_t c) {
-        if (dt == DType::bf16) {
-            if (have_avx2()) Avx2::widen_bf16(s + o, dst + o, c);
-            else Generic::widen_bf16(s + o, dst + o, c);
-        } else {
-            if (have_avx2()) Avx2::widen_f16(s + o, dst + o, c);
-            else Generic::widen_f16(s + o, dst + o, c);
-        }
-    });
+    const auto loop = pick(dt, &Avx2::widen_bf16, &Generic::widen_bf16, &Avx2::widen_f16, &Generic::widen_f16);
+    parallel_chunks(n, [&](std::size_t o, std::size_t c) { loop(s + o, dst + o, c); });
 }
 
 void narrow_from_f32(DType dt, const float* src, void* dst, std::size_t n) {
     auto* d = static_cast<uint16_t*>(dst);
-    parallel_chunks(n, [&](std::size_t o, std::size_t c) {
-        if (dt == DType::bf16) {
-            if (have_avx2()) Avx2::narrow_bf16(src + o, d + o, c);
-            else Generic::narrow_bf16(src + o, d + o, c);
-        } else {
-            if (have_avx2()) Avx2::narrow_f16(src + o, d + o, c);
-            else Generic::narrow_f16(src + o, d + o, c);
-        }
-    });
+    const auto loop = pick(dt, &Avx2::narrow_bf16, &Generic::narrow_bf16, &Avx2::narrow_f16, &Generic::narrow_f16);
+    parallel_chunks(n, [&](std::size_t o, std::size_t c) { loop(src + o, d + o, c); });
 }
 
 BlockedMap blocked_map(const dnnl_memory_desc_t& md, const int64_t* plain_strides) {

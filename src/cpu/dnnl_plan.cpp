@@ -972,10 +972,11 @@ std::unique_ptr<Variant> build_variant(const ConvProblem& p, int nthr) {
     if (!half) return build_variant_as(p, nthr, false);
     const WidePolicy policy = wide_policy();
     if (policy == WidePolicy::always) return build_variant_as(p, nthr, true);
+    // Where native kernels lose to widening on this CPU (or it has none), no native plan is built.
+    if (policy == WidePolicy::automatic && !native_measures_faster(p.dt, nthr)) return build_variant_as(p, nthr, true);
     try {
         auto native = build_variant_as(p, nthr, false);
-        if (policy == WidePolicy::never) return native;
-        if (!is_ref(native->info.impl.c_str()) && native_measures_faster(p.dt, nthr)) return native;
+        if (policy == WidePolicy::never || !is_ref(native->info.impl.c_str())) return native;
     } catch (const Error&) {
         if (policy == WidePolicy::never) throw;
     } catch (const dnnl::error&) {
