@@ -29,7 +29,7 @@ struct Layer {
 std::vector<Layer> resnet50_layers() {
     std::vector<Layer> out;
     for (const auto& d : tools::read_batch_file(std::string(CONVKIT_SOURCE_DIR) + "/inputs/resnet_50"))
-        out.push_back({d.name, d.ic, d.oc, d.in[2], d.k[2], d.stride[2], d.pad_l[2]});
+        out.push_back({d.name, d.ic, d.oc, d.in[2], d.k[2], d.stride[2], d.padding_l[2]});
     return out;
 }
 

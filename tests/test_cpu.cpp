@@ -117,7 +117,7 @@ public:
                         to_string(wei_layout_) + "/" + to_string(dst_layout_) + " mb" +
                         std::to_string(mb_) + " ic" + std::to_string(ic_) + " oc" + std::to_string(oc_) + " g" +
                         std::to_string(g_) + " in" + in_.str() + " k" + k_.str() + " stride" + prm_.stride.str() +
-                        " dil" + prm_.dilation.str() + " pad" + prm_.padding_l.str() + prm_.padding_r.str() +
+                        " dilation" + prm_.dilation.str() + " pad" + prm_.padding_l.str() + prm_.padding_r.str() +
                         (bias_ ? " bias" : "");
         if (!ops_text_.empty()) s += " post-ops " + ops_text_;
         return s;
@@ -138,10 +138,10 @@ public:
             p.in[i] = in_[i];
             p.k[i] = k_[i];
             p.stride[i] = at(prm_.stride, i, 1);
-            p.pad_l[i] = at(prm_.padding_l, i, 0);
-            p.pad_r[i] = at(prm_.padding_r, i, 0);
-            p.dil[i] = at(prm_.dilation, i, 1);
-            p.out[i] = (p.in[i] + p.pad_l[i] + p.pad_r[i] - (p.dil[i] * (p.k[i] - 1) + 1)) / p.stride[i] + 1;
+            p.padding_l[i] = at(prm_.padding_l, i, 0);
+            p.padding_r[i] = at(prm_.padding_r, i, 0);
+            p.dilation[i] = at(prm_.dilation, i, 1);
+            p.out[i] = (p.in[i] + p.padding_l[i] + p.padding_r[i] - (p.dilation[i] * (p.k[i] - 1) + 1)) / p.stride[i] + 1;
         }
         p.src_layout = layout_;
         p.wei_layout = wei_layout_;
@@ -481,7 +481,7 @@ core::ConvProblem problem(core::Direction dir, DType dt, Layout l, int64_t mb, i
         p.in[i] = hw;
         p.k[i] = k;
         p.stride[i] = stride;
-        p.pad_l[i] = p.pad_r[i] = pad;
+        p.padding_l[i] = p.padding_r[i] = pad;
         p.out[i] = (hw + 2 * pad - k) / stride + 1;
     }
     p.src_layout = p.wei_layout = p.dst_layout = l;
@@ -503,7 +503,7 @@ TEST(CpuPlans, ResNet50NeverRef) {
         for (Layout l : {Layout::channels_last, Layout::channels_first})
             for (core::Direction dir : {core::Direction::fwd, core::Direction::bwd_d, core::Direction::bwd_w})
                 for (const auto& r : resnet50_layers()) {
-                    core::ConvProblem p = problem(dir, dt, l, 1, r.ic, r.oc, r.in[2], r.k[2], r.stride[2], r.pad_l[2],
+                    core::ConvProblem p = problem(dir, dt, l, 1, r.ic, r.oc, r.in[2], r.k[2], r.stride[2], r.padding_l[2],
                                                   dir != core::Direction::bwd_d);
                     cpu::PlanInfo info = cpu::plan_info(p);
                     const std::string what = r.name + " " + p.str() + ": conv " + info.impl +

@@ -76,7 +76,7 @@ struct Case {
     int nsp = 2;
     int64_t mb = 2, ic = 8, oc = 16, g = 1;
     int64_t in[3] = {8, 8, 8}, k[3] = {3, 3, 3};
-    Dims stride, pad_l, pad_r, dilation;
+    Dims stride, padding_l, padding_r, dilation;
     DType dt = DType::f32;
     Layout layout = Layout::channels_first;
     Layout wei_layout = Layout::channels_first;
@@ -94,9 +94,9 @@ struct Case {
     Case& channels(int64_t i, int64_t o, int64_t groups = 1) { ic = i, oc = o, g = groups; return *this; }
     Case& batch(int64_t n) { mb = n; return *this; }
     Case& strides(Dims s) { stride = s; return *this; }
-    Case& pad(Dims l, Dims r) { pad_l = l, pad_r = r; return *this; }
-    Case& pad(Dims p) { pad_l = p, pad_r = p; return *this; }
-    Case& dil(Dims d) { dilation = d; return *this; }
+    Case& pad(Dims l, Dims r) { padding_l = l, padding_r = r; return *this; }
+    Case& pad(Dims p) { padding_l = p, padding_r = p; return *this; }
+    Case& dilate(Dims d) { dilation = d; return *this; }
     Case& dtype(DType d) { dt = d; return *this; }
     Case& nhwc(bool on = true) {
         layout = on ? Layout::channels_last : Layout::channels_first;
@@ -112,8 +112,8 @@ struct Case {
     ConvParams params() const {
         ConvParams p;
         p.stride = stride;
-        p.padding_l = pad_l;
-        p.padding_r = pad_r;
+        p.padding_l = padding_l;
+        p.padding_r = padding_r;
         p.dilation = dilation;
         p.groups = g;
         return p;
@@ -132,7 +132,7 @@ struct Case {
         std::string s = std::string(name(dir)) + " " + to_string(dt) + (layout == Layout::channels_last ? " nhwc" : " nchw") +
                          " " + src_dims().str() + " w" + wei_dims().str() + " g" + std::to_string(g);
         if (!stride.empty()) s += " s" + stride.str();
-        if (!pad_l.empty()) s += " pl" + pad_l.str() + " pr" + pad_r.str();
+        if (!padding_l.empty()) s += " pl" + padding_l.str() + " pr" + padding_r.str();
         if (!dilation.empty()) s += " d" + dilation.str();
         if (bias) s += " +bias";
         if (!post_ops.empty()) s += " ops=" + post_ops;
@@ -241,7 +241,7 @@ std::vector<Case> shapes() {
         Case().spatial(3, 6, 3).channels(4, 8).batch(1).pad({1}),                          // 3D
         Case().spatial(2, 8, 3).channels(8, 8, 2).pad({1}),                                // groups
         Case().spatial(2, 9, 3).channels(16, 16, 16).pad({1}),                             // depthwise
-        Case().spatial(2, 11, 3).channels(8, 8).strides({2}).dil({2}).pad({2}),            // stride+dilation
+        Case().spatial(2, 11, 3).channels(8, 8).strides({2}).dilate({2}).pad({2}),            // stride+dilation
         Case().spatial(2, 7, 3).channels(8, 8).pad({1, 0}, {0, 2}),                        // asymmetric pad
         Case().spatial(2, 8, 1).channels(16, 24).strides({2}),                             // 1x1 stride 2
         Case().spatial(2, 6, 3).channels(8, 16).pad({1}).with_bias(),                      // bias / bias grad
@@ -342,7 +342,7 @@ TEST(CudaPostOps, SixteenBitRoundsOnce) {
 #ifdef CONVKIT_WITH_CUDA
     std::vector<Case> cases;
     for (DType dt : {DType::bf16, DType::f16}) {
-        cases.push_back(Case().spatial(3, 11, 3).channels(8, 8, 4).strides({3}).dil({3, 1, 3}).batch(2).nhwc()
+        cases.push_back(Case().spatial(3, 11, 3).channels(8, 8, 4).strides({3}).dilate({3, 1, 3}).batch(2).nhwc()
                             .dtype(dt).direction(Dir::bwd_w).with_bias());
         cases.push_back(Case().spatial(2, 14, 3).channels(32, 64).pad({1}).dtype(dt).direction(Dir::bwd_w));
         cases.push_back(Case().spatial(2, 14, 3).channels(32, 64).pad({1}).nhwc().dtype(dt).direction(Dir::bwd_w));
@@ -631,7 +631,7 @@ TEST(CudaDirect, SmallForwardProblems) {
         Case().spatial(1, 16, 3).channels(4, 8).strides({2}).pad({1}).with_bias().ops("relu+sum:0.5"),
         Case().spatial(3, 5, 3).channels(4, 6).batch(1).pad({1, 0, 1}, {0, 2, 1}).ops("add:full+gelu_erf"),
         Case().spatial(2, 9, 3).channels(16, 16, 16).pad({1}).with_bias().ops("mul:per_oc+clip:-1:1"),
-        Case().spatial(2, 11, 3).channels(8, 8, 2).strides({2}).dil({2}).pad({2}).ops("linear:0.5:1+mish"),
+        Case().spatial(2, 11, 3).channels(8, 8, 2).strides({2}).dilate({2}).pad({2}).ops("linear:0.5:1+mish"),
     };
     for (Case c : cases)
         for (DType dt : {DType::f32, DType::f16, DType::bf16, DType::f64})
@@ -748,11 +748,11 @@ Case case_of(const tools::ConvDesc& d) {
         c.in[i - (3 - d.ndims)] = d.in[i];
         c.k[i - (3 - d.ndims)] = d.k[i];
         st.push_back(d.stride[i]);
-        pl.push_back(d.pad_l[i]);
-        pr.push_back(std::max<int64_t>(0, d.pad_r[i]));  // benchdnn's -1 end padding: same output
-        dl.push_back(d.dil[i] + 1);
+        pl.push_back(d.padding_l[i]);
+        pr.push_back(std::max<int64_t>(0, d.padding_r[i]));  // benchdnn's -1 end padding: same output
+        dl.push_back(d.dilation[i]);
     }
-    return c.strides(st).pad(pl, pr).dil(dl);
+    return c.strides(st).pad(pl, pr).dilate(dl);
 }
 
 // The tensors of `c` on the GPU: 2^20 host-generated values, then repeated by device copies.
@@ -889,7 +889,7 @@ TEST(TorchCheck, Dump) {
             d.mb = batch_mb;
             for (DType dt : {DType::f32, DType::bf16}) {
                 Case c = case_of(d).dtype(dt).nhwc(dt == DType::bf16);
-                const Dims st = c.stride, pl = c.pad_l, dl = c.dilation;
+                const Dims st = c.stride, pl = c.padding_l, dl = c.dilation;
                 for (Dir dirn : {Dir::fwd, Dir::bwd_d, Dir::bwd_w}) {
                     c.direction(dirn);
                     Tensors g = make(c, Device::cuda(0));

@@ -37,9 +37,9 @@ void expect_same(const ConvDesc& a, const ConvDesc& b) {
     EXPECT_EQ(a.out, b.out);
     EXPECT_EQ(a.k, b.k);
     EXPECT_EQ(a.stride, b.stride);
-    EXPECT_EQ(a.pad_l, b.pad_l);
-    EXPECT_EQ(a.pad_r, b.pad_r);
-    EXPECT_EQ(a.dil, b.dil);
+    EXPECT_EQ(a.padding_l, b.padding_l);
+    EXPECT_EQ(a.padding_r, b.padding_r);
+    EXPECT_EQ(a.dilation, b.dilation);
     EXPECT_EQ(a.name, b.name);
 }
 
@@ -60,7 +60,8 @@ struct GoodCase {
     std::string text;
     int ndims;
     int64_t g, mb, ic, oc;
-    A in, out, k, stride, pad_l, pad_r, dil;
+    A in, out, k, stride, padding_l, padding_r;
+    A dd;  // benchdnn's 0-based dilation, as the text spells it
     std::string name;
     double flops;
     std::string canonical;  // expected str()
@@ -97,7 +98,7 @@ const GoodCase kGood[] = {
         {"strided_asym_pad", "ic3ih224oc64oh112kh7sh2ph3", 2, 1, 2, 3, 64, {1, 224, 224},
          {1, 112, 112}, {1, 7, 7}, {1, 2, 2}, {0, 3, 3}, {0, 2, 2}, {0, 0, 0}, "",
          2.0 * 2 * 64 * 112 * 112 * 3 * 49, "ic3ih224oc64oh112kh7sh2ph3"},
-        // Output computed: benchdnn still derives pad_r from it, so it is 2 here too.
+        // Output computed: benchdnn still derives padding_r from it, so it is 2 here too.
         {"strided_out_computed", "ic3ih224oc64kh7sh2ph3", 2, 1, 2, 3, 64, {1, 224, 224},
          {1, 112, 112}, {1, 7, 7}, {1, 2, 2}, {0, 3, 3}, {0, 2, 2}, {0, 0, 0}, "",
          2.0 * 2 * 64 * 112 * 112 * 3 * 49, "ic3ih224oc64oh112kh7sh2ph3"},
@@ -126,7 +127,7 @@ const GoodCase kGood[] = {
          16, 16, {1, 1, 5}, {1, 1, 8}, {1, 1, 3}, {1, 1, 1}, {0, 0, 3}, {0, 0, 2}, {0, 0, 0},
          "conv_basic_1d:gemm", 2.0 * 2 * 16 * 8 * 16 * 3,
          R"(ic16iw5oc16ow8kw3pw3n"conv_basic_1d:gemm")"},
-        // C++ truncating division, as benchdnn: (2 - 3) / 2 + 1 = 1, then pad_r = 1.
+        // C++ truncating division, as benchdnn: (2 - 3) / 2 + 1 = 1, then padding_r = 1.
         {"truncating_out", "ic3ih2oc3kh3sh2", 2, 1, 2, 3, 3, {1, 2, 2}, {1, 1, 1}, {1, 3, 3},
          {1, 2, 2}, {0, 0, 0}, {0, 1, 1}, {0, 0, 0}, "", 2.0 * 2 * 3 * 1 * 3 * 9,
          "ic3ih2oc3oh1kh3sh2ph0"},
@@ -179,9 +180,9 @@ TEST_P(GoodDesc, ParsesToExpectedValues) {
     EXPECT_EQ(d.out, c.out);
     EXPECT_EQ(d.k, c.k);
     EXPECT_EQ(d.stride, c.stride);
-    EXPECT_EQ(d.pad_l, c.pad_l);
-    EXPECT_EQ(d.pad_r, c.pad_r);
-    EXPECT_EQ(d.dil, c.dil);
+    EXPECT_EQ(d.padding_l, c.padding_l);
+    EXPECT_EQ(d.padding_r, c.padding_r);
+    EXPECT_EQ(d.dilation, (A{c.dd[0] + 1, c.dd[1] + 1, c.dd[2] + 1}));  // convkit's is 1-based
     EXPECT_EQ(d.name, c.name);
     EXPECT_DOUBLE_EQ(d.flops(), c.flops);
     EXPECT_EQ(d.str(), c.canonical);
@@ -189,15 +190,15 @@ TEST_P(GoodDesc, ParsesToExpectedValues) {
 
 TEST_P(GoodDesc, StrRoundTrips) { expect_round_trip(parse_conv_desc(GetParam().text)); }
 
-// pad_r must follow benchdnn's formula in every dimension, however it was obtained.
+// padding_r must follow benchdnn's formula in every dimension, however it was obtained.
 TEST_P(GoodDesc, PadRightMatchesOutputFormula) {
     const ConvDesc d = parse_conv_desc(GetParam().text);
     for (int x = 3 - d.ndims; x < 3; ++x) {
-        const int64_t ext = (d.k[x] - 1) * (d.dil[x] + 1) + 1;
+        const int64_t ext = (d.k[x] - 1) * d.dilation[x] + 1;
         if (d.in[x] > (int64_t{1} << 40)) continue;  // the int64_max case would overflow here
-        EXPECT_EQ(d.pad_r[x], (d.out[x] - 1) * d.stride[x] - d.in[x] + ext - d.pad_l[x]) << x;
-        EXPECT_EQ((d.in[x] - ext + d.pad_l[x] + d.pad_r[x]) / d.stride[x] + 1, d.out[x]) << x;
-        EXPECT_GT(d.pad_r[x] + d.stride[x], 0) << x;
+        EXPECT_EQ(d.padding_r[x], (d.out[x] - 1) * d.stride[x] - d.in[x] + ext - d.padding_l[x]) << x;
+        EXPECT_EQ((d.in[x] - ext + d.padding_l[x] + d.padding_r[x]) / d.stride[x] + 1, d.out[x]) << x;
+        EXPECT_GT(d.padding_r[x] + d.stride[x], 0) << x;
     }
 }
 
@@ -209,13 +210,13 @@ TEST(Desc, DefaultsMatchBenchdnn) {
     EXPECT_EQ(d.g, 1);
     EXPECT_EQ(d.mb, 2);  // benchdnn's str2desc starts from mb = 2
     EXPECT_EQ(d.stride, (A{1, 1, 1}));
-    EXPECT_EQ(d.pad_l, (A{0, 0, 0}));
-    EXPECT_EQ(d.dil, (A{0, 0, 0}));
+    EXPECT_EQ(d.padding_l, (A{0, 0, 0}));
+    EXPECT_EQ(d.dilation, (A{1, 1, 1}));
     EXPECT_EQ(d.out, (A{1, 3, 3}));
     // Unused leading dimension holds the neutral values.
     EXPECT_EQ(d.in[0], 1);
     EXPECT_EQ(d.k[0], 1);
-    EXPECT_EQ(d.pad_r[0], 0);
+    EXPECT_EQ(d.padding_r[0], 0);
 }
 
 TEST(Desc, HandBuiltDescRoundTrips) {
@@ -229,9 +230,9 @@ TEST(Desc, HandBuiltDescRoundTrips) {
     d.out = {1, 5, 6};
     d.k = {1, 3, 3};
     d.stride = {1, 2, 2};
-    d.pad_l = {0, 1, 1};
-    d.pad_r = {0, 1, 1};  // (5-1)*2 - 9 + 3 - 1 = 1 and (6-1)*2 - 11 + 3 - 1 = 1
-    d.dil = {0, 0, 0};
+    d.padding_l = {0, 1, 1};
+    d.padding_r = {0, 1, 1};  // (5-1)*2 - 9 + 3 - 1 = 1 and (6-1)*2 - 11 + 3 - 1 = 1
+    d.dilation = {1, 1, 1};
     d.name = "hand";
     EXPECT_EQ(d.str(), R"(g3mb7ic6ih9iw11oc9oh5ow6kh3kw3sh2sw2ph1pw1n"hand")");
     expect_same(parse_conv_desc(d.str()), d);
@@ -499,10 +500,10 @@ TEST(Inputs, ResNet50) {
         EXPECT_EQ(d.out, (A{1, o, o}));
         EXPECT_EQ(d.k, (A{1, l.k, l.k}));
         EXPECT_EQ(d.stride, (A{1, l.s, l.s}));
-        EXPECT_EQ(d.pad_l, (A{0, l.p, l.p}));
+        EXPECT_EQ(d.padding_l, (A{0, l.p, l.p}));
     }
-    EXPECT_EQ(descs[0].pad_r, (A{0, 2, 2}));
-    EXPECT_EQ(descs[8].pad_r, (A{0, -1, -1}));
+    EXPECT_EQ(descs[0].padding_r, (A{0, 2, 2}));
+    EXPECT_EQ(descs[8].padding_r, (A{0, -1, -1}));
 }
 
 bool is_depthwise(const ConvDesc& d) { return d.g > 1 && d.g == d.ic && d.g == d.oc; }
@@ -556,9 +557,9 @@ TEST(Inputs, SmallIsSmallAndCoversTheFeatures) {
         for (int x = 3 - d.ndims; x < 3; ++x) {
             s2 = s2 || d.stride[x] == 2;
             s3 = s3 || d.stride[x] == 3;
-            d1 = d1 || d.dil[x] == 1;
-            d2 = d2 || d.dil[x] == 2;
-            asym = asym || d.pad_l[x] != d.pad_r[x];
+            d1 = d1 || d.dilation[x] == 2;  // benchdnn's dh1
+            d2 = d2 || d.dilation[x] == 3;  // dh2
+            asym = asym || d.padding_l[x] != d.padding_r[x];
             all_one = all_one && d.k[x] == 1;
         }
         one_by_one = one_by_one || all_one;

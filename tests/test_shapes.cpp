@@ -15,12 +15,12 @@ struct ShapeCase {
     Dims want;
 };
 
-ConvParams P(Dims stride, Dims pl, Dims pr, Dims dil, int64_t groups = 1) {
+ConvParams P(Dims stride, Dims pl, Dims pr, Dims dilation, int64_t groups = 1) {
     ConvParams p;
     p.stride = stride;
     p.padding_l = pl;
     p.padding_r = pr;
-    p.dilation = dil;
+    p.dilation = dilation;
     p.groups = groups;
     return p;
 }

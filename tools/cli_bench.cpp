@@ -52,12 +52,12 @@ ConvParams params_of(const ConvDesc& d) {
     p.groups = d.g;
     for (int i = 3 - d.ndims; i < 3; ++i) {
         p.stride.push_back(d.stride[i]);
-        p.padding_l.push_back(d.pad_l[i]);
-        // benchdnn derives pad_r from the given output size, which for strided layers can be
+        p.padding_l.push_back(d.padding_l[i]);
+        // benchdnn derives padding_r from the given output size, which for strided layers can be
         // negative (down to 1 - stride: input rows the kernel never reaches). Those rows would be
         // dropped by the floor in the output size anyway, so 0 gives the same output.
-        p.padding_r.push_back(std::max<int64_t>(0, d.pad_r[i]));
-        p.dilation.push_back(d.dil[i] + 1);  // benchdnn's dilation is 0-based
+        p.padding_r.push_back(std::max<int64_t>(0, d.padding_r[i]));
+        p.dilation.push_back(d.dilation[i]);
     }
     return p;
 }

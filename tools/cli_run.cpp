@@ -15,7 +15,7 @@ namespace {
 
 struct RunOptions {
     std::string dir = "fwd", engine = "auto", dt = "f32", tag = "nchw";
-    std::string stride, pad_l, pad_r, dilation;
+    std::string stride, padding_l, padding_r, dilation;
     int64_t groups = 1;
     std::string src, wei, bia, diff_dst, src_shape, wei_shape, post_ops, dst_init, out, out_bia;
 };
@@ -43,8 +43,8 @@ int run(const RunOptions& o) {
     }
     ConvParams params;
     if (!o.stride.empty()) params.stride = parse_list(o.stride, "--stride");
-    if (!o.pad_l.empty()) params.padding_l = parse_list(o.pad_l, "--pad-l");
-    if (!o.pad_r.empty()) params.padding_r = parse_list(o.pad_r, "--pad-r");
+    if (!o.padding_l.empty()) params.padding_l = parse_list(o.padding_l, "--pad-l");
+    if (!o.padding_r.empty()) params.padding_r = parse_list(o.padding_r, "--pad-r");
     if (!o.dilation.empty()) params.dilation = parse_list(o.dilation, "--dilation");
     params.groups = o.groups;
     ConvOptions opt;
@@ -155,8 +155,8 @@ int run_command(const std::vector<std::string>& args) {
     app.add_option("--dt", o.dt, "compute dtype: f32 | f64 | bf16 | f16")->check(CLI::IsMember({"f32", "f64", "bf16", "f16"}));
     app.add_option("--tag", o.tag, "layout handed to the library: nchw | nhwc")->check(CLI::IsMember({"nchw", "nhwc"}));
     app.add_option("--stride", o.stride, "per spatial dim, comma-separated (one value = all dims)");
-    app.add_option("--pad-l", o.pad_l, "front/top/left padding");
-    app.add_option("--pad-r", o.pad_r, "back/bottom/right padding");
+    app.add_option("--pad-l", o.padding_l, "front/top/left padding");
+    app.add_option("--pad-r", o.padding_r, "back/bottom/right padding");
     app.add_option("--dilation", o.dilation, "1 = dense");
     app.add_option("--groups", o.groups, "groups");
     app.add_option("--src", o.src, "src .npy [N, C, spatial...]");

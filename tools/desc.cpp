@@ -10,13 +10,13 @@
 //    non-zero, its stride is not 1 or its pad is positive; an existing dimension needs its
 //    input size and kernel size;
 //  - no output size: out = (in - ext + 2 * pad) / stride + 1 with C++ truncating division
-//    (ext = (k - 1) * (dil + 1) + 1), which must be >= 1;
+//    (ext = (k - 1) * (dilation + 1) + 1), which must be >= 1;
 //  - output size but no pad: pad = ((out - 1) * stride - in + ext) / 2, truncating;
 //  - ndims is 3 if d exists, else 2 if h exists, else 1 if w exists; in 3D the h and w
 //    dimensions must both exist or both be absent, and if absent they copy every d value;
 //    in 2D an absent w copies every h value (a partially given w is not completed from h);
-//  - pad_r = (out - 1) * stride - in + ext - pad_l in every case (benchdnn's init_pad_r),
-//    and oneDNN accepts pad_l >= 0 and pad_r > -stride.
+//  - padding_r = (out - 1) * stride - in + ext - padding_l in every case (benchdnn's init_pad_r),
+//    and oneDNN accepts padding_l >= 0 and padding_r > -stride.
 // Deliberate differences, each rejecting input benchdnn would take:
 //  - a repeated entry is an error (benchdnn keeps the last one silently);
 //  - an explicit 0 for g, mb, ic, oc, an input, output or kernel size, or a stride is an
@@ -25,7 +25,7 @@
 //    strtol, which clamps);
 //  - an entry that the copy from h (or d) would overwrite with a different value is an error
 //    (benchdnn turns `kh3sh2sw1` into sw2 without a word);
-//  - pad_r <= -stride is an error here already rather than at primitive creation;
+//  - padding_r <= -stride is an error here already rather than at primitive creation;
 //  - a name may not contain '"' (benchdnn keeps the quotes as part of the name; here they
 //    are delimiters, so str() could not write such a name back);
 //  - ic and oc must be divisible by g (benchdnn finds that out later, in the library).
@@ -299,26 +299,26 @@ ConvDesc parse_conv_desc(const std::string& text) {
 
     for (int x = 3 - d.ndims; x < 3; ++x) {
         const Dim& r = dims[x];
-        const int64_t pad_r =
+        const int64_t padding_r =
                 add(add(add(mul(r.out - 1, r.s, text), -r.in, text), extent(r, text), text), -r.p, text);
-        // oneDNN's conv_desc_init requires pad_r + stride > 0; below that the output is so
+        // oneDNN's conv_desc_init requires padding_r + stride > 0; below that the output is so
         // small that whole strides of input are never read, which is almost always a typo.
-        if (pad_r <= -r.s) {
+        if (padding_r <= -r.s) {
             const std::string dn(1, kDimNames[x]);
             fail(text, "o" + dn + " " + std::to_string(r.out) + " is too small for i" + dn + " " +
                                std::to_string(r.in) + ", k" + dn + " " + std::to_string(r.k) +
                                ", s" + dn + " " + std::to_string(r.s) + ", p" + dn + " " +
                                std::to_string(r.p) + ", d" + dn + " " + std::to_string(r.d) +
-                               ": the derived end padding would be " + std::to_string(pad_r) +
+                               ": the derived end padding would be " + std::to_string(padding_r) +
                                " (must be > -s" + dn + ")");
         }
         d.in[x] = r.in;
         d.out[x] = r.out;
         d.k[x] = r.k;
         d.stride[x] = r.s;
-        d.pad_l[x] = r.p;
-        d.pad_r[x] = pad_r;
-        d.dil[x] = r.d;
+        d.padding_l[x] = r.p;
+        d.padding_r[x] = padding_r;
+        d.dilation[x] = r.d + 1;  // benchdnn's d is 0-based; convkit's dilation is 1-based
     }
     return d;
 }
@@ -328,7 +328,7 @@ std::string ConvDesc::str() const {
     const int first = 3 - nd;
     auto same = [this](int a, int b) {
         return in[a] == in[b] && out[a] == out[b] && k[a] == k[b] && stride[a] == stride[b] &&
-               pad_l[a] == pad_l[b] && dil[a] == dil[b];
+               padding_l[a] == padding_l[b] && dilation[a] == dilation[b];
     };
     // Like benchdnn's print_dhw: only write what a re-parse would not copy from d or h.
     bool print[3] = {false, false, false};
@@ -344,7 +344,7 @@ std::string ConvDesc::str() const {
     bool strided = false, dilated = false;
     for (int x = first; x < 3; ++x) {
         strided = strided || stride[x] != 1;
-        dilated = dilated || dil[x] != 0;
+        dilated = dilated || dilation[x] != 1;
     }
     if (g != 1) s << "g" << g;
     if (mb != 2) s << "mb" << mb;
@@ -354,8 +354,8 @@ std::string ConvDesc::str() const {
     spatial('o', out);
     spatial('k', k);
     if (strided) spatial('s', stride);
-    spatial('p', pad_l);
-    if (dilated) spatial('d', dil);
+    spatial('p', padding_l);
+    if (dilated) spatial('d', {dilation[0] - 1, dilation[1] - 1, dilation[2] - 1});
     if (!name.empty()) s << "n\"" << name << "\"";
     return s.str();
 }

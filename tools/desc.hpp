@@ -20,19 +20,20 @@ struct ConvDesc {
     int64_t g = 1, mb = 2, ic = 0, oc = 0;
     // Per spatial dim in (d, h, w) order; only the last `ndims` entries are meaningful
     // (for 2D: index 1 = h, index 2 = w; for 1D: index 2 = w); unused entries are
-    // in=out=k=1, s=1, p=0, d=0.
+    // in=out=k=1, stride=1, padding=0, dilation=1.
     std::array<int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, k{1, 1, 1}, stride{1, 1, 1},
-            pad_l{0, 0, 0}, pad_r{0, 0, 0};
-    // pad_r is always (out - 1) * stride - in + ((k - 1) * (dil + 1) + 1) - pad_l, as in
+            padding_l{0, 0, 0}, padding_r{0, 0, 0};
+    // padding_r is always (out - 1) * stride - in + ((k - 1) * dilation + 1) - padding_l, as in
     // benchdnn. It may be negative, down to 1 - stride (oneDNN's own limit): a strided
     // problem whose last window stops before the end of the input, e.g. a 1x1 stride-2
-    // convolution over an even-sized input has pad_r = -1.
-    std::array<int64_t, 3> dil{0, 0, 0};   // benchdnn's 0-based dilation (0 = dense)
+    // convolution over an even-sized input has padding_r = -1.
+    // 1 = dense, as everywhere in convkit; the text's `d` entries are benchdnn's 0-based values.
+    std::array<int64_t, 3> dilation{1, 1, 1};
     std::string name;              // without quotes; "" if none
 
     // Canonical descriptor that parse_conv_desc() reads back to the same value. It is
     // benchdnn's short form: g/mb/strides/dilations only when not default, w (or h and w)
-    // only when they differ from h (or d). pad_r is not written; it follows from out.
+    // only when they differ from h (or d). padding_r is not written; it follows from out.
     std::string str() const;
     // 2 * mb * oc * prod(out) * (ic/g) * prod(k), padding included (benchdnn's own count
     // skips taps that fall into padding). Same value for forward, bwd_d and bwd_w.

@@ -160,22 +160,22 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
         p.in[i] = src[2 + i];
         p.k[i] = wei[2 + i];
         p.stride[i] = param_at(n, "stride", prm.stride, i, p.nsp, 1);
-        p.pad_l[i] = param_at(n, "padding_l", prm.padding_l, i, p.nsp, 0);
-        p.pad_r[i] = param_at(n, "padding_r", prm.padding_r, i, p.nsp, 0);
-        p.dil[i] = param_at(n, "dilation", prm.dilation, i, p.nsp, 1);
+        p.padding_l[i] = param_at(n, "padding_l", prm.padding_l, i, p.nsp, 0);
+        p.padding_r[i] = param_at(n, "padding_r", prm.padding_r, i, p.nsp, 0);
+        p.dilation[i] = param_at(n, "dilation", prm.dilation, i, p.nsp, 1);
         if (p.in[i] < 1) fail(n, std::string(n.src) + " spatial size " + d + " is " + std::to_string(p.in[i]) + " in " + src.str() + " (must be >= 1)");
         if (p.k[i] < 1) fail(n, std::string(n.wei) + " kernel size k" + d + " is " + std::to_string(p.k[i]) + " in " + wei.str() + " (must be >= 1)");
         if (p.stride[i] < 1) fail(n, "stride " + d + " must be >= 1, got " + std::to_string(p.stride[i]));
-        if (p.dil[i] < 1) fail(n, "dilation " + d + " must be >= 1 (1 = dense), got " + std::to_string(p.dil[i]));
-        if (p.pad_l[i] < 0) fail(n, "padding_l " + d + " must be >= 0, got " + std::to_string(p.pad_l[i]));
-        if (p.pad_r[i] < 0) fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(p.pad_r[i]));
-        int64_t padded = checked_add(checked_add(p.in[i], p.pad_l[i], "padded size"), p.pad_r[i], "padded size");
-        int64_t ext = checked_add(checked_mul(p.dil[i], p.k[i] - 1, "dilated kernel"), 1, "dilated kernel");
+        if (p.dilation[i] < 1) fail(n, "dilation " + d + " must be >= 1 (1 = dense), got " + std::to_string(p.dilation[i]));
+        if (p.padding_l[i] < 0) fail(n, "padding_l " + d + " must be >= 0, got " + std::to_string(p.padding_l[i]));
+        if (p.padding_r[i] < 0) fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(p.padding_r[i]));
+        int64_t padded = checked_add(checked_add(p.in[i], p.padding_l[i], "padded size"), p.padding_r[i], "padded size");
+        int64_t ext = checked_add(checked_mul(p.dilation[i], p.k[i] - 1, "dilated kernel"), 1, "dilated kernel");
         if (padded < ext)
             fail(n, std::string(n.src) + " size " + d + " with padding (" + std::to_string(p.in[i]) + " + " +
-                        std::to_string(p.pad_l[i]) + " + " + std::to_string(p.pad_r[i]) + " = " +
+                        std::to_string(p.padding_l[i]) + " + " + std::to_string(p.padding_r[i]) + " = " +
                         std::to_string(padded) + ") is smaller than the dilated kernel (" +
-                        std::to_string(p.dil[i]) + " * (" + std::to_string(p.k[i]) + " - 1) + 1 = " +
+                        std::to_string(p.dilation[i]) + " * (" + std::to_string(p.k[i]) + " - 1) + 1 = " +
                         std::to_string(ext) + ")");
         p.out[i] = (padded - ext) / p.stride[i] + 1;
     }

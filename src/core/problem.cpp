@@ -84,9 +84,9 @@ std::size_t ConvProblem::hash() const {
         hs.add(static_cast<uint64_t>(out[i]));
         hs.add(static_cast<uint64_t>(k[i]));
         hs.add(static_cast<uint64_t>(stride[i]));
-        hs.add(static_cast<uint64_t>(pad_l[i]));
-        hs.add(static_cast<uint64_t>(pad_r[i]));
-        hs.add(static_cast<uint64_t>(dil[i]));
+        hs.add(static_cast<uint64_t>(padding_l[i]));
+        hs.add(static_cast<uint64_t>(padding_r[i]));
+        hs.add(static_cast<uint64_t>(dilation[i]));
     }
     hs.add(static_cast<uint64_t>(src_layout) | static_cast<uint64_t>(wei_layout) << 4 |
            static_cast<uint64_t>(dst_layout) << 8 | static_cast<uint64_t>(with_bias) << 12 |
@@ -113,7 +113,7 @@ bool ConvProblem::operator==(const ConvProblem& o) const {
         return false;
     for (int i = 0; i < 3; ++i)
         if (in[i] != o.in[i] || out[i] != o.out[i] || k[i] != o.k[i] || stride[i] != o.stride[i] ||
-            pad_l[i] != o.pad_l[i] || pad_r[i] != o.pad_r[i] || dil[i] != o.dil[i])
+            padding_l[i] != o.padding_l[i] || padding_r[i] != o.padding_r[i] || dilation[i] != o.dilation[i])
             return false;
     for (int i = 0; i < n_post_ops; ++i)
         if (!(post_ops[i] == o.post_ops[i])) return false;
@@ -133,9 +133,9 @@ std::string ConvProblem::str() const {
     for (int i = 0; i < nsp; ++i) s += std::string("k") + kSp[first + i] + std::to_string(k[i]);
     for (int i = 0; i < nsp; ++i)
         if (stride[i] != 1) s += std::string("s") + kSp[first + i] + std::to_string(stride[i]);
-    for (int i = 0; i < nsp; ++i) s += std::string("p") + kSp[first + i] + std::to_string(pad_l[i]);
+    for (int i = 0; i < nsp; ++i) s += std::string("p") + kSp[first + i] + std::to_string(padding_l[i]);
     for (int i = 0; i < nsp; ++i)
-        if (dil[i] != 1) s += std::string("d") + kSp[first + i] + std::to_string(dil[i] - 1);
+        if (dilation[i] != 1) s += std::string("d") + kSp[first + i] + std::to_string(dilation[i] - 1);
     return s;
 }
 

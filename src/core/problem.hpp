@@ -30,7 +30,7 @@ struct ConvProblem {
     int64_t mb = 0, g = 1, ic = 0, oc = 0;
     // Spatial values in PyTorch's order (d, h, w), first `nsp` entries used; dilation 1 = dense.
     int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, k[3] = {1, 1, 1};
-    int64_t stride[3] = {1, 1, 1}, pad_l[3] = {0, 0, 0}, pad_r[3] = {0, 0, 0}, dil[3] = {1, 1, 1};
+    int64_t stride[3] = {1, 1, 1}, padding_l[3] = {0, 0, 0}, padding_r[3] = {0, 0, 0}, dilation[3] = {1, 1, 1};
     // Layouts of the tensors as handed to the backend (dense: channels_first or channels_last).
     // src/dst mean diff_src/diff_dst in the backward directions.
     Layout src_layout = Layout::channels_first, wei_layout = Layout::channels_first,

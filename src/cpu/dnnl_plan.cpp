@@ -139,7 +139,7 @@ bool has_padding_only_output(const ConvProblem& p) {
         for (int64_t o = 0; o < p.out[i]; ++o) {
             bool touches = false;
             for (int64_t k = 0; k < p.k[i] && !touches; ++k) {
-                const int64_t x = o * p.stride[i] - p.pad_l[i] + k * p.dil[i];
+                const int64_t x = o * p.stride[i] - p.padding_l[i] + k * p.dilation[i];
                 touches = x >= 0 && x < p.in[i];
             }
             if (!touches) return true;
@@ -238,7 +238,7 @@ struct Builder {
     ddt dt;   // the user's tensors
     ddt cdt;  // what the convolution computes in: dt, or f32 for a widened 16-bit problem
     mdesc u_src, u_dst, u_wei, u_bias;
-    memory::dims strides, dil, pad_l, pad_r;
+    memory::dims strides, dilation, padding_l, padding_r;
     std::size_t scratch = 0;
     // dnnl::primitive_attr is a reference-counted handle: copying it shares the attributes, so
     // every primitive gets a fresh one.
@@ -257,9 +257,9 @@ struct Builder {
         if (p.with_bias) u_bias = mdesc({p.oc}, cdt, ftag::x);
         for (int i = 0; i < p.nsp; ++i) {
             strides.push_back(p.stride[i]);
-            dil.push_back(p.dil[i] - 1);  // oneDNN's dilation is 0-based
-            pad_l.push_back(p.pad_l[i]);
-            pad_r.push_back(p.pad_r[i]);
+            dilation.push_back(p.dilation[i] - 1);  // oneDNN's dilation is 0-based
+            padding_l.push_back(p.padding_l[i]);
+            padding_r.push_back(p.padding_r[i]);
         }
         v.temp_size.push_back(0);  // scratchpad
     }
@@ -439,7 +439,7 @@ struct Builder {
         }
         dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
                                              dnnl::algorithm::convolution_direct, s, wei_any(cdt), b, d, strides,
-                                             dil, pad_l, pad_r);
+                                             dilation, padding_l, padding_r);
         dnnl::convolution_forward::primitive_desc pd(desc, attr, dnnl_engine(), true);
         if (!pd) return false;
         out.pd = pd;
@@ -553,7 +553,7 @@ struct Builder {
         mdesc d = act_md(true, mode, cdt);
         mdesc b = bias ? mdesc({p.oc}, bias_dt, ftag::x) : mdesc();
         dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                             s, w, b, d, strides, dil, pad_l, pad_r);
+                                             s, w, b, d, strides, dilation, padding_l, padding_r);
         return dnnl::convolution_forward::primitive_desc(desc, base_attr(), dnnl_engine(), true);
     }
 
@@ -567,7 +567,7 @@ struct Builder {
             mdesc s = act_md(false, mode, cdt);
             mdesc d = act_md(true, mode, cdt);
             dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, s, wei_any(cdt), d,
-                                                       strides, dil, pad_l, pad_r);
+                                                       strides, dilation, padding_l, padding_r);
             dnnl::convolution_backward_data::primitive_desc pd(desc, base_attr(), dnnl_engine(), h, true);
             if (!pd) continue;
             if (is_ref(pd.impl_info_str())) {
@@ -612,7 +612,7 @@ struct Builder {
                 mdesc d = act_md(true, mode, cdt);
                 mdesc b = p.with_bias ? mdesc({p.oc}, odt, ftag::x) : mdesc();
                 dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, s, wei_any(odt), b,
-                                                              d, strides, dil, pad_l, pad_r);
+                                                              d, strides, dilation, padding_l, padding_r);
                 dnnl::convolution_backward_weights::primitive_desc pd(desc, base_attr(), dnnl_engine(), h, true);
                 if (!pd) continue;
                 if (is_ref(pd.impl_info_str())) {
@@ -682,7 +682,7 @@ struct Builder {
         if (p.g != 1 || p.packed_weights) return false;
         if (p.src_layout != Layout::channels_last || p.dst_layout != Layout::channels_last) return false;
         for (int i = 0; i < p.nsp; ++i)
-            if (p.k[i] != 1 || p.pad_l[i] != 0 || p.pad_r[i] != 0) return false;
+            if (p.k[i] != 1 || p.padding_l[i] != 0 || p.padding_r[i] != 0) return false;
         static const int forced = [] {
             const char* e = std::getenv("CONVKIT_CPU_MATMUL");
             return e ? std::atoi(e) : -1;
@@ -935,7 +935,7 @@ bool native_measures_faster(DType dt, int nthr) {
     q.dt = dt;
     q.mb = 1;
     q.ic = q.oc = 64;
-    for (int i = 0; i < 2; ++i) q.in[i] = q.out[i] = 28, q.k[i] = 3, q.pad_l[i] = q.pad_r[i] = 1;
+    for (int i = 0; i < 2; ++i) q.in[i] = q.out[i] = 28, q.k[i] = 3, q.padding_l[i] = q.padding_r[i] = 1;
     q.src_layout = q.wei_layout = q.dst_layout = Layout::channels_last;
     bool native_wins = false;
     try {

@@ -109,8 +109,8 @@ public:
             out[j] = p.out[i];
             k[j] = p.k[i];
             st[j] = p.stride[i];
-            pl[j] = p.pad_l[i];
-            dl[j] = p.dil[i];
+            pl[j] = p.padding_l[i];
+            dl[j] = p.dilation[i];
         }
         for (int j = 0; j < 3; ++j) {
             IS = core::checked_mul(IS, in[j], "f64 input size");
@@ -126,12 +126,12 @@ public:
         cl = p.src_layout == Layout::channels_last;
         direct = KS == 1;
         for (int j = 0; j < 3; ++j) direct = direct && st[j] == 1 && pl[j] == 0;
-        for (int i = 0; i < p.nsp; ++i) direct = direct && p.pad_r[i] == 0;
+        for (int i = 0; i < p.nsp; ++i) direct = direct && p.padding_r[i] == 0;
         const bool wei_cl = p.wei_layout == Layout::channels_last;
         wei_native = wei_cl == cl || KS == 1 || ICg == 1;
         dst_native = (p.dst_layout == Layout::channels_last) == cl || p.oc == 1 || OS == 1;
         // Neighbouring blocks of R outer rows touch input rows that overlap by
-        // (k - 1) * dil + 1 - stride; blocks two apart must not overlap.
+        // (k - 1) * dilation + 1 - stride; blocks two apart must not overlap.
         reach_bwd_d = (k[first] - 1) * dl[first] + 1 - st[first];
         min_rows_bwd_d = std::max<int64_t>(1, (reach_bwd_d + st[first] - 1) / st[first]);
     }

@@ -177,15 +177,15 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
                     }
                     piece.out0[i] = o0;
                     if (i > j) continue;  // whole dim: the problem's own extent and padding
-                    const int64_t lo = o0 * p.stride[i] - p.pad_l[i];
-                    const int64_t hi = (o1 - 1) * p.stride[i] - p.pad_l[i] + (p.k[i] - 1) * p.dil[i];
+                    const int64_t lo = o0 * p.stride[i] - p.padding_l[i];
+                    const int64_t hi = (o1 - 1) * p.stride[i] - p.padding_l[i] + (p.k[i] - 1) * p.dilation[i];
                     const int64_t i0 = std::max<int64_t>(0, lo), i1 = std::min(p.in[i] - 1, hi);
                     if (i1 < i0) return false;  // outputs that see only padding: not split
                     piece.in0[i] = i0;
                     q.in[i] = i1 - i0 + 1;
                     q.out[i] = o1 - o0;
-                    q.pad_l[i] = i0 - lo;
-                    q.pad_r[i] = hi - i1;
+                    q.padding_l[i] = i0 - lo;
+                    q.padding_r[i] = hi - i1;
                 }
                 s.gather_src_elems = std::max(s.gather_src_elems, prod(q.in, nsp) * p.ic);
                 s.gather_dst_elems = std::max(s.gather_dst_elems, prod(q.out, nsp) * p.oc);

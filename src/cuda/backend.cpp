@@ -312,7 +312,7 @@ TensorSpec spec(int64_t uid, DType dt, std::vector<int64_t> dims, Layout layout)
 
 bool asymmetric(const ConvProblem& p) {
     for (int i = 0; i < p.nsp; ++i)
-        if (p.pad_l[i] != p.pad_r[i]) return true;
+        if (p.padding_l[i] != p.padding_r[i]) return true;
     return false;
 }
 
@@ -345,7 +345,7 @@ GraphSpec conv_spec(const ConvProblem& p, bool padded, int64_t alignment) {
     g.double_scalars = p.dt == DType::f64;
     g.alignment = alignment;
     int64_t in[3];
-    for (int i = 0; i < p.nsp; ++i) in[i] = padded ? p.in[i] + p.pad_l[i] + p.pad_r[i] : p.in[i];
+    for (int i = 0; i < p.nsp; ++i) in[i] = padded ? p.in[i] + p.padding_l[i] + p.padding_r[i] : p.in[i];
     const Layout prim = primary_layout(p);
     g.x = spec(1, p.dt, cudnn_dims(p.mb, p.ic, in, p.nsp), effective(p.src_layout, p.ic, p.in, p.nsp, prim));
     g.w = spec(2, p.dt, cudnn_dims(p.oc, p.icg(), p.k, p.nsp), effective(p.wei_layout, p.icg(), p.k, p.nsp, prim));
@@ -357,10 +357,10 @@ GraphSpec conv_spec(const ConvProblem& p, bool padded, int64_t alignment) {
         g.dilation.push_back(1);
     }
     for (int i = 0; i < p.nsp; ++i) {
-        g.pre_pad.push_back(padded ? 0 : p.pad_l[i]);
-        g.post_pad.push_back(padded ? 0 : p.pad_r[i]);
+        g.pre_pad.push_back(padded ? 0 : p.padding_l[i]);
+        g.post_pad.push_back(padded ? 0 : p.padding_r[i]);
         g.stride.push_back(p.stride[i]);
-        g.dilation.push_back(p.dil[i]);
+        g.dilation.push_back(p.dilation[i]);
     }
     return g;
 }
@@ -707,11 +707,11 @@ double macs(const ConvProblem& p) {
 ConvProblem normalized(const ConvProblem& p) {
     ConvProblem q = p;
     for (int i = 0; i < p.nsp; ++i) {
-        const int64_t span = (p.k[i] - 1) * p.dil[i] + 1;
+        const int64_t span = (p.k[i] - 1) * p.dilation[i] + 1;
         // The least post-padding that still fits `out` windows; up to stride - 1 more keep `out`.
-        const int64_t lo = (p.out[i] - 1) * p.stride[i] + span - p.in[i] - p.pad_l[i];
+        const int64_t lo = (p.out[i] - 1) * p.stride[i] + span - p.in[i] - p.padding_l[i];
         const int64_t hi = lo + p.stride[i] - 1;
-        if (p.pad_l[i] >= std::max<int64_t>(lo, 0) && p.pad_l[i] <= hi) q.pad_r[i] = p.pad_l[i];
+        if (p.padding_l[i] >= std::max<int64_t>(lo, 0) && p.padding_l[i] <= hi) q.padding_r[i] = p.padding_l[i];
     }
     return q;
 }
@@ -825,7 +825,7 @@ std::shared_ptr<Plan> build_plain_plan(const ConvProblem& p, bool aligned, cudnn
                         plan->pad_strides[i] = i < st.size() ? st[i] : 0;
                     }
                     int64_t off = 0, n = 1;
-                    for (int i = 0; i < p.nsp; ++i) off += p.pad_l[i] * st[static_cast<std::size_t>(2 + i)];
+                    for (int i = 0; i < p.nsp; ++i) off += p.padding_l[i] * st[static_cast<std::size_t>(2 + i)];
                     for (int64_t d : dims) n *= d;
                     plan->pad_offset = off;
                     plan->pad_bytes = static_cast<std::size_t>(n) * dtype_size(p.dt);
@@ -934,8 +934,8 @@ void run_direct(const ConvProblem& p, const ConvArgs& a, const Plan& plan, cudaS
         d.in[j] = p.in[i];
         d.k[j] = p.k[i];
         d.stride[j] = p.stride[i];
-        d.pad[j] = p.pad_l[i];
-        d.dil[j] = p.dil[i];
+        d.pad[j] = p.padding_l[i];
+        d.dilation[j] = p.dilation[i];
         d.src_st[2 + j] = a.src.strides[2 + i];
         d.wei_st[2 + j] = a.weights.strides[2 + i];
     }
@@ -1174,7 +1174,7 @@ bool split_applies(const ConvProblem& p) {
     if (!((p.dt == DType::f32 && !p.allow_tf32) || p.dt == DType::f64)) return false;
     bool strided = false;
     for (int i = 0; i < p.nsp; ++i) {
-        if (p.dil[i] != 1) return false;
+        if (p.dilation[i] != 1) return false;
         strided = strided || p.stride[i] > 1;
     }
     return strided;
@@ -1204,9 +1204,9 @@ std::shared_ptr<Plan> build_split_plan(const ConvProblem& p, bool aligned, cudnn
         for (int i = p.nsp - 1; i >= 0; --i) {
             const int64_t st = p.stride[i], phi = rem % st;
             rem /= st;
-            // Taps phi, phi + st, ... reach the diff_src positions i with (i + pad_l) % st == phi,
+            // Taps phi, phi + st, ... reach the diff_src positions i with (i + padding_l) % st == phi,
             // the first of which is r.
-            const int64_t r = ((phi - p.pad_l[i]) % st + st) % st;
+            const int64_t r = ((phi - p.padding_l[i]) % st + st) % st;
             const int64_t n = r < p.in[i] ? (p.in[i] - r + st - 1) / st : 0;
             const int64_t kk = phi < p.k[i] ? (p.k[i] - phi + st - 1) / st : 0;
             ph.r[i] = r;
@@ -1220,7 +1220,7 @@ std::shared_ptr<Plan> build_split_plan(const ConvProblem& p, bool aligned, cudnn
             }
             // diff_src[r + st*j] = sum_t diff_dst[j + pre - t] * w[phi + st*t]: a stride-1
             // backward-data with pre-padding `pre`; the post-padding follows from the sizes.
-            const int64_t pre = (r + p.pad_l[i] - phi) / st;
+            const int64_t pre = (r + p.padding_l[i] - phi) / st;
             const int64_t post = p.out[i] - n - pre + kk - 1;
             // Paddings of a stride-1 convolution lie in [0, kernel - 1]; outside that range the
             // phase would need diff_dst rows that do not exist (or a cropped result): no split.
@@ -1228,8 +1228,8 @@ std::shared_ptr<Plan> build_split_plan(const ConvProblem& p, bool aligned, cudnn
             q.in[i] = n;
             q.k[i] = kk;
             q.stride[i] = 1;
-            q.pad_l[i] = pre;
-            q.pad_r[i] = post;
+            q.padding_l[i] = pre;
+            q.padding_r[i] = post;
         }
         if (empty) continue;  // no diff_src position in this phase (input smaller than the stride)
         if (!zero) {

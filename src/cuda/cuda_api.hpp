@@ -28,7 +28,7 @@ void set_direct_max_macs(int64_t macs);
 int64_t direct_max_macs();
 
 // Backward-data of strided layers as stride-1 sub-convolutions, one per phase of diff_src (the
-// positions i with (i + pad_l) % stride alike, each reached by its own subset of kernel taps):
+// positions i with (i + padding_l) % stride alike, each reached by its own subset of kernel taps):
 // no multiply by the zeros that a stride-s dgrad otherwise inserts. Applies to f32 without TF32
 // and f64, dilation 1, where every phase's padding is a valid stride-1 padding.
 //    0 (default; CONVKIT_CUDA_SPLIT_DGRAD unset or 0): never. Measured on the H100 (ResNet-50,

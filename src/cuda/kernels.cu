@@ -174,9 +174,9 @@ __device__ inline bool direct_tap(const DirectConvArgs& d, int64_t r, const int6
     tap /= d.k[2];
     const int64_t kh = tap % d.k[1];
     const int64_t kd = tap / d.k[1];
-    const int64_t id = o[0] * d.stride[0] - d.pad[0] + kd * d.dil[0];
-    const int64_t ih = o[1] * d.stride[1] - d.pad[1] + kh * d.dil[1];
-    const int64_t iw = o[2] * d.stride[2] - d.pad[2] + kw * d.dil[2];
+    const int64_t id = o[0] * d.stride[0] - d.pad[0] + kd * d.dilation[0];
+    const int64_t ih = o[1] * d.stride[1] - d.pad[1] + kh * d.dilation[1];
+    const int64_t iw = o[2] * d.stride[2] - d.pad[2] + kw * d.dilation[2];
     if (id < 0 || id >= d.in[0] || ih < 0 || ih >= d.in[1] || iw < 0 || iw >= d.in[2]) return false;
     t->s = c * d.src_st[1] + id * d.src_st[2] + ih * d.src_st[3] + iw * d.src_st[4];
     t->w = c * d.wei_st[1] + kd * d.wei_st[2] + kh * d.wei_st[3] + kw * d.wei_st[4];

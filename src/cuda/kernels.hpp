@@ -51,7 +51,7 @@ struct DirectConvArgs {
     const void* src = nullptr;
     const void* wei = nullptr;
     int64_t icg = 1, ocg = 1;
-    int64_t in[3] = {1, 1, 1}, k[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, pad[3] = {0, 0, 0}, dil[3] = {1, 1, 1};
+    int64_t in[3] = {1, 1, 1}, k[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, pad[3] = {0, 0, 0}, dilation[3] = {1, 1, 1};
     int64_t src_st[kMaxRank] = {}, wei_st[kMaxRank] = {};  // n, c, d, h, w (0 for missing dims)
 };
 void launch_direct_conv(const DirectConvArgs& d, const EpilogueArgs& e, void* stream);

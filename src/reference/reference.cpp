@@ -74,8 +74,8 @@ struct Geo {
             out[j] = p.out[i];
             k[j] = p.k[i];
             st[j] = p.stride[i];
-            pl[j] = p.pad_l[i];
-            dl[j] = p.dil[i];
+            pl[j] = p.padding_l[i];
+            dl[j] = p.dilation[i];
         }
     }
 };
