@@ -545,8 +545,8 @@ TEST(Cuda, AutotuneAndTuneFile) {
 #ifdef CONVKIT_WITH_CUDA
     const std::string path = ::testing::TempDir() + "convkit_tune_test.txt";
     std::remove(path.c_str());
-    cuda::set_tune_file(path);
-    cuda::set_autotune(true);
+    convkit::set_tune_file(path);
+    convkit::set_autotune(true);
     clear_cache(Engine::cuda);
     Case c = Case().spatial(2, 28, 3).channels(32, 32).pad({1}).batch(4).nhwc().dtype(DType::bf16);
     check(c);
@@ -554,14 +554,14 @@ TEST(Cuda, AutotuneAndTuneFile) {
     EXPECT_TRUE(first.autotuned) << first.engine_name;
     EXPECT_TRUE(std::ifstream(path).good());
     // A fresh cache without autotuning: the choice comes back from the file.
-    cuda::set_autotune(false);
+    convkit::set_autotune(false);
     clear_cache(Engine::cuda);
     check(c);
     cuda::PlanInfo second = cuda::last_plan();
     EXPECT_TRUE(second.from_tune_file) << second.engine_name;
     EXPECT_EQ(second.engine_index, first.engine_index);
     std::printf("[          ] tuned %s, reloaded %s\n", first.engine_name.c_str(), second.engine_name.c_str());
-    cuda::set_tune_file("");
+    convkit::set_tune_file("");
     clear_cache(Engine::cuda);
     std::remove(path.c_str());
 #endif
@@ -702,15 +702,15 @@ TEST(CudaSplitDgrad, AutotuneAndTuneFile) {
 #ifdef CONVKIT_WITH_CUDA
     const std::string path = ::testing::TempDir() + "convkit_split_tune_test.txt";
     std::remove(path.c_str());
-    cuda::set_tune_file(path);
-    cuda::set_autotune(true);
+    convkit::set_tune_file(path);
+    convkit::set_autotune(true);
     cuda::set_split_dgrad(-1);
     clear_cache(Engine::cuda);
     Case c = Case().spatial(2, 28, 3).channels(64, 64).strides({2}).pad({1}).batch(8).direction(Dir::bwd_d);
     check(c);
     const cuda::PlanInfo first = cuda::last_plan();
     EXPECT_TRUE(first.autotuned) << first.engine_name;
-    cuda::set_autotune(false);
+    convkit::set_autotune(false);
     clear_cache(Engine::cuda);
     check(c);
     const cuda::PlanInfo second = cuda::last_plan();
@@ -718,7 +718,7 @@ TEST(CudaSplitDgrad, AutotuneAndTuneFile) {
     EXPECT_TRUE(second.from_tune_file) << second.engine_name;
     std::printf("[          ] tuned: %s; reloaded: %s\n", first.engine_name.c_str(), second.engine_name.c_str());
     cuda::set_split_dgrad(0);
-    cuda::set_tune_file("");
+    convkit::set_tune_file("");
     clear_cache(Engine::cuda);
     std::remove(path.c_str());
 #endif

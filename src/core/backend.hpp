@@ -65,6 +65,7 @@ public:
 class DeviceRuntime {
 public:
     virtual ~DeviceRuntime() = default;
+    virtual DeviceType device_type() const = 0;
     virtual int device_count() const = 0;
     virtual std::shared_ptr<Allocator> default_allocator() = 0;
     // Synchronous copy of `bytes` between any two devices of this runtime or the host.
@@ -78,15 +79,17 @@ const std::vector<Backend*>& backends();
 Backend* find_backend(Engine e);  // nullptr if not compiled in
 DeviceRuntime* runtime(DeviceType t);  // nullptr if not compiled in
 
-// Factories of the backends; each is defined in its own folder and only called by the registry.
-std::unique_ptr<Backend> make_reference_backend();
-#ifdef CONVKIT_WITH_CPU
-std::unique_ptr<Backend> make_cpu_backend();
-#endif
-#ifdef CONVKIT_WITH_CUDA
-std::unique_ptr<Backend> make_cuda_backend();
-std::unique_ptr<DeviceRuntime> make_cuda_runtime();
-#endif
+// What this build has, in preference order, and the device runtimes. Defined in src/backends.cpp,
+// the only file that knows which backends are compiled in; the registry calls it once.
+struct BackendSet {
+    std::vector<std::unique_ptr<Backend>> backends;
+    std::vector<std::unique_ptr<DeviceRuntime>> runtimes;
+};
+BackendSet compiled_backends();
+
+// Process-wide settings that the core owns and backends read (see convkit/conv.hpp).
+// CONVKIT_CUDA_AUTOTUNE and CONVKIT_CUDA_TUNE_FILE seed them.
+std::string tune_file();
 
 // Host-side helpers shared by backends.
 void wait_all(const std::vector<Event>& deps);  // blocks the host on each event

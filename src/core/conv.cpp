@@ -393,9 +393,10 @@ Event run(const Call& c) {
 
     // Strided tensors: one dense channels-first copy each, documented in the README; outputs are
     // copied back after the call (synchronously: the temporaries must outlive the work).
-    if (p.device.is_cuda())
-        throw Error(ErrorKind::unsupported, std::string(n.fn) + ": strided (non-dense) CUDA tensors are not supported; "
-                                                            "pass channels-first or channels-last tensors");
+    // The copies below run on the host: device tensors must come dense.
+    if (p.device.type != DeviceType::cpu)
+        throw Error(ErrorKind::unsupported, std::string(n.fn) + ": strided (non-dense) tensors on " + p.device.str() +
+                                                            " are not supported; pass channels-first or channels-last tensors");
     std::vector<Tensor> temps;
     auto densify = [&](TensorView& v, bool is_output, bool read_output) {
         if (!v.defined() || v.is_dense()) return;

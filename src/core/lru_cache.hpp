@@ -13,18 +13,14 @@
 #include <utility>
 
 #include "convkit/conv.hpp"
+#include "core/env.hpp"
 
 namespace convkit::core {
 
 // CONVKIT_CACHE_CAPACITY if set to a positive integer, else 1024.
 inline std::size_t default_cache_capacity() {
-    const char* env = std::getenv("CONVKIT_CACHE_CAPACITY");
-    if (env && *env) {
-        char* end = nullptr;
-        long long v = std::strtoll(env, &end, 10);
-        if (end && *end == '\0' && v > 0) return static_cast<std::size_t>(v);
-    }
-    return 1024;
+    const int64_t v = env::integer("CONVKIT_CACHE_CAPACITY", 1024);
+    return v > 0 ? static_cast<std::size_t>(v) : 1024;
 }
 
 template <typename Key, typename Value, typename Hash = std::hash<Key>>

@@ -6,6 +6,35 @@
 
 namespace convkit::core {
 
+Spatial3 ConvProblem::spatial3() const {
+    Spatial3 s;
+    for (int j = 0; j < 3; ++j) {
+        s.in[j] = s.out[j] = s.k[j] = s.stride[j] = s.dilation[j] = 1;
+        s.padding_l[j] = s.padding_r[j] = 0;
+    }
+    for (int i = 0; i < nsp; ++i) {
+        const int j = Spatial3::at(nsp, i);
+        s.in[j] = in[i];
+        s.out[j] = out[i];
+        s.k[j] = k[i];
+        s.stride[j] = stride[i];
+        s.padding_l[j] = padding_l[i];
+        s.padding_r[j] = padding_r[i];
+        s.dilation[j] = dilation[i];
+    }
+    return s;
+}
+
+void spatial3_view(const TensorView& t, int nsp, int64_t sizes[5], int64_t strides[5]) {
+    for (int d = 0; d < 2; ++d) sizes[d] = t.sizes[d], strides[d] = t.strides[d];
+    for (int j = 0; j < 3; ++j) sizes[2 + j] = 1, strides[2 + j] = 0;
+    for (int i = 0; i < nsp; ++i) {
+        sizes[2 + Spatial3::at(nsp, i)] = t.sizes[2 + i];
+        strides[2 + Spatial3::at(nsp, i)] = t.strides[2 + i];
+    }
+}
+
+
 const char* to_string(Direction d) {
     switch (d) {
         case Direction::fwd: return "fwd";

@@ -22,6 +22,17 @@ struct PostOpDesc {
     bool operator==(const PostOpDesc& o) const;
 };
 
+// The geometry right-aligned to three spatial dims (d, h, w), the unused leading ones neutral
+// (size 1, stride 1, padding 0, dilation 1), so a loop nest over three dims serves 1D, 2D and 3D.
+struct Spatial3 {
+    int64_t in[3], out[3], k[3], stride[3], padding_l[3], padding_r[3], dilation[3];
+    // Index into the arrays above of spatial dim `i` of a problem with `nsp` spatial dims.
+    static int at(int nsp, int i) { return 3 - nsp + i; }
+};
+
+// A tensor's sizes and strides as (N, C, D, H, W): missing spatial dims have size 1, stride 0.
+void spatial3_view(const TensorView& t, int nsp, int64_t sizes[5], int64_t strides[5]);
+
 struct ConvProblem {
     Direction dir = Direction::fwd;
     DType dt = DType::f32;
@@ -49,6 +60,7 @@ struct ConvProblem {
     Dims src_dims() const;
     Dims wei_dims() const;
     Dims dst_dims() const;
+    Spatial3 spatial3() const;
     double flops() const;
     bool has_sum() const;
 

@@ -1,5 +1,6 @@
-// The backend registry and the global switches. Backends are created on first use, in preference
-// order: the oneDNN CPU backend before the reference for host tensors, cuDNN for GPU tensors.
+// The backend registry and the global switches. Backends are created on first use, in the
+// preference order src/backends.cpp gives (the oneDNN CPU backend before the reference for host
+// tensors, cuDNN for GPU tensors); the core knows them only through core::Backend.
 #include <omp.h>
 
 #include <atomic>
@@ -7,9 +8,7 @@
 #include <mutex>
 
 #include "core/backend.hpp"
-#ifdef CONVKIT_WITH_CUDA
-#include "cuda/cuda_api.hpp"
-#endif
+#include "core/env.hpp"
 
 namespace convkit {
 namespace core {
@@ -17,19 +16,10 @@ namespace core {
 namespace {
 
 struct Registry {
-    std::vector<std::unique_ptr<Backend>> owned;
+    BackendSet set = compiled_backends();
     std::vector<Backend*> ordered;
-    std::unique_ptr<DeviceRuntime> cuda_rt;
     Registry() {
-#ifdef CONVKIT_WITH_CUDA
-        cuda_rt = make_cuda_runtime();
-        owned.push_back(make_cuda_backend());
-#endif
-#ifdef CONVKIT_WITH_CPU
-        owned.push_back(make_cpu_backend());
-#endif
-        owned.push_back(make_reference_backend());
-        for (auto& b : owned) ordered.push_back(b.get());
+        for (auto& b : set.backends) ordered.push_back(b.get());
     }
 };
 
@@ -49,7 +39,8 @@ Backend* find_backend(Engine e) {
 }
 
 DeviceRuntime* runtime(DeviceType t) {
-    if (t == DeviceType::cuda) return registry().cuda_rt.get();
+    for (auto& rt : registry().set.runtimes)
+        if (rt->device_type() == t) return rt.get();
     return nullptr;
 }
 
@@ -93,44 +84,43 @@ Engine best_engine(Device device) {
 }
 
 namespace {
-// CONVKIT_DETERMINISTIC / CONVKIT_ALLOW_TF32 = 0|1 seed the switches (handy for benchmarks that
-// compare against PyTorch settings without code changes).
-bool env_flag(const char* name, bool dflt) {
-    const char* v = std::getenv(name);
-    if (!v || !*v) return dflt;
-    return std::string(v) != "0";
+// CONVKIT_DETERMINISTIC / CONVKIT_ALLOW_TF32 / CONVKIT_CUDA_AUTOTUNE = 0|1 seed the switches (handy
+// for benchmarks that compare against PyTorch settings without code changes).
+std::atomic<bool> g_deterministic{core::env::flag("CONVKIT_DETERMINISTIC", false)};
+std::atomic<bool> g_allow_tf32{core::env::flag("CONVKIT_ALLOW_TF32", true)};
+std::atomic<bool> g_autotune{core::env::flag("CONVKIT_CUDA_AUTOTUNE", false)};
+
+struct TunePath {
+    std::mutex mu;
+    std::string path;
+    TunePath() {
+        const char* v = core::env::text("CONVKIT_CUDA_TUNE_FILE");
+        path = v ? v : "";
+    }
+};
+TunePath& tune_path() {
+    static TunePath* t = new TunePath;  // never destroyed: read from static destructors too
+    return *t;
 }
-std::atomic<bool> g_deterministic{env_flag("CONVKIT_DETERMINISTIC", false)};
-std::atomic<bool> g_allow_tf32{env_flag("CONVKIT_ALLOW_TF32", true)};
 }  // namespace
 
 void set_deterministic(bool on) { g_deterministic = on; }
 bool deterministic() { return g_deterministic; }
 void set_allow_tf32(bool on) { g_allow_tf32 = on; }
 bool allow_tf32() { return g_allow_tf32; }
-
-void set_autotune(bool on) {
-#ifdef CONVKIT_WITH_CUDA
-    cuda::set_autotune(on);
-#else
-    (void)on;
-#endif
-}
-
-bool autotune() {
-#ifdef CONVKIT_WITH_CUDA
-    return cuda::autotune();
-#else
-    return false;
-#endif
-}
+void set_autotune(bool on) { g_autotune = on; }
+bool autotune() { return g_autotune; }
 
 void set_tune_file(const std::string& path) {
-#ifdef CONVKIT_WITH_CUDA
-    cuda::set_tune_file(path);
-#else
-    (void)path;
-#endif
+    TunePath& t = tune_path();
+    std::lock_guard<std::mutex> lock(t.mu);
+    t.path = path;
+}
+
+std::string core::tune_file() {
+    TunePath& t = tune_path();
+    std::lock_guard<std::mutex> lock(t.mu);
+    return t.path;
 }
 
 void set_num_threads(int n) {

@@ -69,7 +69,6 @@ using core::Direction;
 // ---------------------------------------------------------------------------------------------
 // Settings.
 
-std::atomic<int> g_autotune{-1};  // -1: not yet read from the environment
 std::atomic<int64_t> g_direct_max_macs{-1};
 std::atomic<int> g_split_dgrad{-2};  // -2: not yet read from the environment; else -1 auto, 0, 1
 
@@ -567,7 +566,7 @@ Choice choose(const ConvProblem& p, const GraphSpec& g, const Desc& graph, const
             return c;
         }
     }
-    const bool tune = autotune();
+    const bool tune = convkit::autotune();
     const bool strict_f32 = p.dt == DType::f32 && !p.allow_tf32;
     // Filtered before ranking, so that "heuristics' top picks" are the top picks this problem may
     // run: for strict f32 the head of mode A's list is tensor-core configurations, and taking a
@@ -1262,7 +1261,7 @@ std::shared_ptr<Plan> build_plan(const ConvProblem& problem, bool aligned, cudnn
         if (tune_lookup(key, &tc)) {
             decision = tc.engine_index == 1 ? 1 : 0;
             from_file = true;
-        } else if (!autotune()) {
+        } else if (!convkit::autotune()) {
             // Heuristics alone: cuDNN's own plan. Measured (H100, ResNet-50 f32 NCHW mb 32,
             // heuristics-picked sub-plans): the split lost on conv1 (4.5 vs 0.9 ms) and the 1x1/2
             // layers (0.46-0.57 vs 0.28-0.31 ms), and with symmetric padding cuDNN's 3x3/2 picks
@@ -1395,7 +1394,6 @@ private:
 
 }  // namespace
 
-void set_autotune(bool on) { g_autotune = on ? 1 : 0; }
 
 void set_split_dgrad(int mode) { g_split_dgrad = mode < 0 ? -1 : mode > 0 ? 1 : 0; }
 
@@ -1413,14 +1411,6 @@ int64_t direct_max_macs() {
     return v;
 }
 
-bool autotune() {
-    int v = g_autotune.load();
-    if (v < 0) {
-        v = env_flag("CONVKIT_CUDA_AUTOTUNE") ? 1 : 0;
-        g_autotune = v;
-    }
-    return v == 1;
-}
 
 PlanCounters plan_counters() {
     auto& c = counters();

@@ -9,17 +9,7 @@
 
 namespace convkit::cuda {
 
-// Autotuning (as torch.backends.cudnn.benchmark): on the first use of a problem, time the engine
-// configurations cuDNN's heuristics offer and keep the fastest. Default: the environment variable
-// CONVKIT_CUDA_AUTOTUNE=1, else off. Plans already cached are not re-tuned (clear_cache first).
-void set_autotune(bool on);
-bool autotune();
-
-// File where tuned choices persist across processes (CONVKIT_CUDA_TUNE_FILE by default; "" = none).
-// Entries are keyed by cuDNN version, GPU name and compute capability and the problem; an entry
-// that does not match or no longer builds is ignored and rebuilt.
-void set_tune_file(const std::string& path);
-std::string tune_file();
+// Autotuning and the tune file are the core's settings (convkit::set_autotune, set_tune_file).
 
 // Forward problems of at most this many multiply-adds run on convkit's own direct kernel (bias
 // and post-ops fused, one launch) instead of cuDNN, whose per-call host cost dominates there.

@@ -245,6 +245,7 @@ std::shared_ptr<CachingDeviceAllocator>& device_allocator() {
 
 class CudaRuntime final : public core::DeviceRuntime {
 public:
+    DeviceType device_type() const override { return DeviceType::cuda; }
     int device_count() const override { return visible_devices(); }
 
     std::shared_ptr<Allocator> default_allocator() override { return device_allocator(); }

@@ -15,15 +15,13 @@
 #include <mutex>
 #include <sstream>
 
-#include "cuda/cuda_api.hpp"
+#include "core/backend.hpp"
 
 namespace convkit::cuda {
 namespace {
 
 struct TuneState {
     std::mutex mu;
-    bool path_set = false;
-    std::string path;
     std::string loaded_from;  // the file `entries` were read from
     bool loaded = false;
     std::map<std::string, TunedChoice> entries;
@@ -34,14 +32,9 @@ TuneState& state() {
     return *s;
 }
 
-std::string current_path(TuneState& s) {
-    if (!s.path_set) {
-        const char* env = std::getenv("CONVKIT_CUDA_TUNE_FILE");
-        s.path = env ? env : "";
-        s.path_set = true;
-    }
-    return s.path;
-}
+// The path is the core's setting (convkit::set_tune_file, CONVKIT_CUDA_TUNE_FILE); a change of
+// it is seen here on the next lookup and reloads the entries.
+std::string current_path(TuneState&) { return core::tune_file(); }
 
 void load(TuneState& s) {
     const std::string path = current_path(s);
@@ -81,19 +74,6 @@ void load(TuneState& s) {
 }
 
 }  // namespace
-
-void set_tune_file(const std::string& path) {
-    TuneState& s = state();
-    std::lock_guard<std::mutex> lock(s.mu);
-    s.path = path;
-    s.path_set = true;
-}
-
-std::string tune_file() {
-    TuneState& s = state();
-    std::lock_guard<std::mutex> lock(s.mu);
-    return current_path(s);
-}
 
 bool tune_lookup(const std::string& key, TunedChoice* out) {
     TuneState& s = state();

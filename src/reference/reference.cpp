@@ -50,33 +50,11 @@ template <typename T> struct V5 {
     T* p;
     int64_t s[5];
     V5(const TensorView& t, int nsp) : p(static_cast<T*>(t.data)) {
-        s[0] = t.strides[0];
-        s[1] = t.strides[1];
-        for (int i = 0; i < 3; ++i) s[2 + i] = 0;
-        for (int i = 0; i < nsp; ++i) s[2 + (3 - nsp) + i] = t.strides[2 + i];
+        int64_t sizes[5];
+        core::spatial3_view(t, nsp, sizes, s);
     }
     T& at(int64_t n, int64_t c, int64_t d, int64_t h, int64_t w) const {
         return p[n * s[0] + c * s[1] + d * s[2] + h * s[3] + w * s[4]];
-    }
-};
-
-// Spatial parameters padded to 3 dims (d, h, w) with neutral values in front.
-struct Geo {
-    int64_t in[3], out[3], k[3], st[3], pl[3], dl[3];
-    explicit Geo(const ConvProblem& p) {
-        for (int i = 0; i < 3; ++i) {
-            in[i] = out[i] = k[i] = st[i] = dl[i] = 1;
-            pl[i] = 0;
-        }
-        for (int i = 0; i < p.nsp; ++i) {
-            int j = 3 - p.nsp + i;
-            in[j] = p.in[i];
-            out[j] = p.out[i];
-            k[j] = p.k[i];
-            st[j] = p.stride[i];
-            pl[j] = p.padding_l[i];
-            dl[j] = p.dilation[i];
-        }
     }
 };
 
@@ -125,7 +103,7 @@ template <typename A> A binary(BinaryAlg alg, A x, A y) {
 template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
     using Tr = Traits<T>;
     using A = typename Tr::acc;
-    const Geo g(p);
+    const core::Spatial3 g = p.spatial3();
     const V5<T> src(a.src, p.nsp), wei(a.weights, p.nsp), dst(a.dst, p.nsp);
     const T* bias = a.bias.defined() ? static_cast<const T*>(a.bias.data) : nullptr;
     const int64_t bias_st = a.bias.defined() ? a.bias.strides[0] : 0;
@@ -153,13 +131,13 @@ template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
                         const T* wbase = &wei.at(oc, 0, 0, 0, 0);
                         const T* sbase = &src.at(n, gi * ICG, 0, 0, 0);
                         for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-                            const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
+                            const int64_t id = od * g.stride[0] - g.padding_l[0] + kd * g.dilation[0];
                             if (id < 0 || id >= g.in[0]) continue;
                             for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-                                const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
+                                const int64_t ih = oh * g.stride[1] - g.padding_l[1] + kh * g.dilation[1];
                                 if (ih < 0 || ih >= g.in[1]) continue;
                                 for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                                    const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
+                                    const int64_t iw = ow * g.stride[2] - g.padding_l[2] + kw * g.dilation[2];
                                     if (iw < 0 || iw >= g.in[2]) continue;
                                     const T* sp = sbase + id * src.s[2] + ih * src.s[3] + iw * src.s[4];
                                     const T* wp = wbase + kd * wei.s[2] + kh * wei.s[3] + kw * wei.s[4];
@@ -196,7 +174,7 @@ template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
 template <typename T> void backward_data(const ConvProblem& p, const ConvArgs& a) {
     using Tr = Traits<T>;
     using A = typename Tr::acc;
-    const Geo g(p);
+    const core::Spatial3 g = p.spatial3();
     const V5<T> dsrc(a.src, p.nsp), wei(a.weights, p.nsp), ddst(a.dst, p.nsp);
     const int64_t OCG = p.ocg(), ICG = p.icg();
 #pragma omp parallel for collapse(2) schedule(static)
@@ -212,19 +190,19 @@ template <typename T> void backward_data(const ConvProblem& p, const ConvArgs& a
                         const T* dbase = &ddst.at(n, gi * OCG, 0, 0, 0);
                         const T* wbase = &wei.at(gi * OCG, icg, 0, 0, 0);
                         for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-                            const int64_t nd = id + g.pl[0] - kd * g.dl[0];
-                            if (nd < 0 || nd % g.st[0]) continue;
-                            const int64_t od = nd / g.st[0];
+                            const int64_t nd = id + g.padding_l[0] - kd * g.dilation[0];
+                            if (nd < 0 || nd % g.stride[0]) continue;
+                            const int64_t od = nd / g.stride[0];
                             if (od >= g.out[0]) continue;
                             for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-                                const int64_t nh = ih + g.pl[1] - kh * g.dl[1];
-                                if (nh < 0 || nh % g.st[1]) continue;
-                                const int64_t oh = nh / g.st[1];
+                                const int64_t nh = ih + g.padding_l[1] - kh * g.dilation[1];
+                                if (nh < 0 || nh % g.stride[1]) continue;
+                                const int64_t oh = nh / g.stride[1];
                                 if (oh >= g.out[1]) continue;
                                 for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                                    const int64_t nw = iw + g.pl[2] - kw * g.dl[2];
-                                    if (nw < 0 || nw % g.st[2]) continue;
-                                    const int64_t ow = nw / g.st[2];
+                                    const int64_t nw = iw + g.padding_l[2] - kw * g.dilation[2];
+                                    if (nw < 0 || nw % g.stride[2]) continue;
+                                    const int64_t ow = nw / g.stride[2];
                                     if (ow >= g.out[2]) continue;
                                     const T* dp = dbase + od * ddst.s[2] + oh * ddst.s[3] + ow * ddst.s[4];
                                     const T* wp = wbase + kd * wei.s[2] + kh * wei.s[3] + kw * wei.s[4];
@@ -241,7 +219,7 @@ template <typename T> void backward_data(const ConvProblem& p, const ConvArgs& a
 template <typename T> void backward_weights(const ConvProblem& p, const ConvArgs& a) {
     using Tr = Traits<T>;
     using A = typename Tr::acc;
-    const Geo g(p);
+    const core::Spatial3 g = p.spatial3();
     const V5<T> src(a.src, p.nsp), dwei(a.weights, p.nsp), ddst(a.dst, p.nsp);
     const int64_t OCG = p.ocg(), ICG = p.icg();
     const int64_t KS = g.k[0] * g.k[1] * g.k[2];
@@ -258,13 +236,13 @@ template <typename T> void backward_weights(const ConvProblem& p, const ConvArgs
                     for (int64_t ow = 0; ow < g.out[2]; ++ow) {
                         const A dd = Tr::load(ddst.at(n, oc, od, oh, ow));
                         for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-                            const int64_t id = od * g.st[0] - g.pl[0] + kd * g.dl[0];
+                            const int64_t id = od * g.stride[0] - g.padding_l[0] + kd * g.dilation[0];
                             if (id < 0 || id >= g.in[0]) continue;
                             for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-                                const int64_t ih = oh * g.st[1] - g.pl[1] + kh * g.dl[1];
+                                const int64_t ih = oh * g.stride[1] - g.padding_l[1] + kh * g.dilation[1];
                                 if (ih < 0 || ih >= g.in[1]) continue;
                                 for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                                    const int64_t iw = ow * g.st[2] - g.pl[2] + kw * g.dl[2];
+                                    const int64_t iw = ow * g.stride[2] - g.padding_l[2] + kw * g.dilation[2];
                                     if (iw < 0 || iw >= g.in[2]) continue;
                                     const T* sp = &src.at(n, ic0, id, ih, iw);
                                     A* ap = &acc[static_cast<std::size_t>((kd * g.k[1] + kh) * g.k[2] + kw)];
