@@ -10,6 +10,7 @@
 
 #include "convkit/allocator.hpp"
 #include "core/backend.hpp"
+#include "core/block_cache.hpp"
 
 namespace convkit {
 
@@ -18,22 +19,13 @@ namespace {
 class CachingHostAllocator final : public Allocator {
 public:
     ~CachingHostAllocator() override {
-        for (auto& kv : free_)
-            for (void* p : kv.second) std::free(p);
+        for (auto& kb : cache_.drain([](std::size_t) { return true; }, [](std::size_t cls) { return cls; }))
+            std::free(kb.second);
     }
 
     void* allocate(std::size_t bytes, Device, void*) override {
-        std::size_t cls = size_class(bytes);
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            auto it = free_.find(cls);
-            if (it != free_.end() && !it->second.empty()) {
-                void* p = it->second.back();
-                it->second.pop_back();
-                cached_ -= cls;
-                return p;
-            }
-        }
+        const std::size_t cls = size_class(bytes);
+        if (void* p = cache_.take(cls, cls)) return p;
         void* p = std::aligned_alloc(64, cls);
         if (!p)
             throw Error(ErrorKind::out_of_memory,
@@ -43,18 +35,11 @@ public:
 
     void deallocate(void* p, std::size_t bytes, Device, void*) override {
         if (!p) return;
-        std::size_t cls = size_class(bytes);
-        std::lock_guard<std::mutex> lock(mu_);
-        if (cached_ + cls > kMaxCached) {
-            std::free(p);
-            return;
-        }
-        free_[cls].push_back(p);
-        cached_ += cls;
+        const std::size_t cls = size_class(bytes);
+        if (!cache_.put(cls, p, cls)) std::free(p);
     }
 
 private:
-    static constexpr std::size_t kMaxCached = std::size_t(1) << 30;
     static std::size_t size_class(std::size_t bytes) {
         std::size_t c = 64;
         while (c < bytes) {
@@ -65,9 +50,7 @@ private:
         }
         return c;
     }
-    std::mutex mu_;
-    std::map<std::size_t, std::vector<void*>> free_;
-    std::size_t cached_ = 0;
+    core::BlockCache<std::size_t> cache_{std::size_t(1) << 30};  // a one-off huge call does not pin memory forever
 };
 
 std::mutex g_alloc_mu;

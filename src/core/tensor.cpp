@@ -8,6 +8,7 @@
 #include "convkit/tensor.hpp"
 #include "core/backend.hpp"
 #include "core/checked.hpp"
+#include "core/half.hpp"
 
 namespace convkit {
 
@@ -161,20 +162,9 @@ Tensor::Tensor(DType dtype, Dims sizes, Layout layout, Device device) {
     });
 }
 
-uint16_t f32_to_bf16(float v) {
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<uint16_t>(u >> 16);
-}
+uint16_t f32_to_bf16(float v) { return core::bf16_store(v); }
 
-float bf16_to_f32(uint16_t v) {
-    uint32_t u = static_cast<uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
+float bf16_to_f32(uint16_t v) { return core::bf16_load(v); }
 
 uint16_t f32_to_f16(float v) {
     uint32_t u;
@@ -228,33 +218,16 @@ float f16_to_f32(uint16_t v) {
 
 namespace {
 
-struct bf16_bits { uint16_t v; };
-struct f16_bits { uint16_t v; };
-
-template <typename T> struct Elem;
-template <> struct Elem<float> {
-    static float get(float x) { return x; }
-    static float put(float x) { return x; }
-};
-template <> struct Elem<double> {
-    static double get(double x) { return x; }
-    static double put(double x) { return x; }
-};
-template <> struct Elem<bf16_bits> {
-    static float get(bf16_bits x) { return bf16_to_f32(x.v); }
-    static bf16_bits put(float x) { return {f32_to_bf16(x)}; }
-};
-template <> struct Elem<f16_bits> {
-    static float get(f16_bits x) { return f16_to_f32(x.v); }
-    static f16_bits put(float x) { return {f32_to_f16(x)}; }
-};
+using core::Bf16Bits;
+using core::F16Bits;
+template <typename T> using Elem = core::Scalar<T>;
 
 // Narrowing to bf16/f16 goes through f32 (f64 -> f16 may then round twice, which only matters
 // within 2^-29 of a tie; all narrowing in convkit starts from f32 anyway).
 template <typename D, typename S> D convert(S s) {
     if constexpr (std::is_same_v<D, S>) return s;
-    else if constexpr (std::is_same_v<D, double>) return static_cast<double>(Elem<S>::get(s));
-    else return Elem<D>::put(static_cast<float>(Elem<S>::get(s)));
+    else if constexpr (std::is_same_v<D, double>) return static_cast<double>(Elem<S>::load(s));
+    else return Elem<D>::store(static_cast<float>(Elem<S>::load(s)));
 }
 
 // Walks all dimensions but the last with an index vector and runs the last one as a tight
@@ -291,8 +264,8 @@ template <typename D> void copy_to(const TensorView& dst, const TensorView& src)
     switch (src.dtype) {
         case DType::f32: return copy_typed<D, float>(dst, src);
         case DType::f64: return copy_typed<D, double>(dst, src);
-        case DType::bf16: return copy_typed<D, bf16_bits>(dst, src);
-        case DType::f16: return copy_typed<D, f16_bits>(dst, src);
+        case DType::bf16: return copy_typed<D, Bf16Bits>(dst, src);
+        case DType::f16: return copy_typed<D, F16Bits>(dst, src);
     }
 }
 
@@ -306,8 +279,8 @@ void host_copy(const TensorView& dst, const TensorView& src) {
     switch (dst.dtype) {
         case DType::f32: return copy_to<float>(dst, src);
         case DType::f64: return copy_to<double>(dst, src);
-        case DType::bf16: return copy_to<bf16_bits>(dst, src);
-        case DType::f16: return copy_to<f16_bits>(dst, src);
+        case DType::bf16: return copy_to<Bf16Bits>(dst, src);
+        case DType::f16: return copy_to<F16Bits>(dst, src);
     }
 }
 

@@ -1,6 +1,6 @@
 // convkit's own post-op pass: bias + the whole chain in one sweep over dst, for what oneDNN 2.6
 // cannot fuse (several sums, unusual broadcasts, strided operands) and for the f64 path.
-// Formulas are the reference backend's, op for op; f32/bf16/f16 compute in float (as oneDNN's fused
+// Formulas are core/eltwise_math.hpp's (the reference's, op for op); f32/bf16/f16 compute in float (as oneDNN's fused
 // post-ops do), f64 in double. Each row of the tile is processed in chunks that stay in L1: load
 // once, apply every op over the chunk (each op's loop vectorises), store once.
 #include <omp.h>
@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/eltwise_math.hpp"
+#include "core/half.hpp"
 #include "cpu/cpu_internal.hpp"
 
 namespace convkit::cpu {
@@ -15,106 +17,21 @@ namespace {
 
 constexpr int64_t kChunk = 256;
 
-// 16-bit storage types, told apart by tag so one template serves both.
-struct Bf16 {
-    uint16_t bits;
-};
-struct F16 {
-    uint16_t bits;
-};
+using Bf16 = core::Bf16Bits;
+using F16 = core::F16Bits;
+template <typename T> using Store = core::Scalar<T>;
 
-template <typename T> struct Store;
-template <> struct Store<float> {
-    static float load(float v) { return v; }
-    static float store(float v) { return v; }
-};
-template <> struct Store<Bf16> {
-    static float load(Bf16 v) { return bf16_load(v.bits); }
-    static Bf16 store(float v) { return {bf16_store(v)}; }
-};
-template <> struct Store<F16> {
-    static float load(F16 v) { return f16_to_f32(v.bits); }
-    static F16 store(float v) { return {f32_to_f16(v)}; }
-};
-template <> struct Store<double> {
-    static double load(double v) { return v; }
-    static double store(double v) { return v; }
-};
-
+// One op over a chunk: the algorithm is fixed before the loop so each loop vectorises.
 template <typename A> void eltwise(EltwiseAlg alg, A* x, int64_t n, A alpha, A beta) {
-    using std::exp;
-    switch (alg) {
-        case EltwiseAlg::relu:
-            for (int64_t j = 0; j < n; ++j) x[j] = x[j] > 0 ? x[j] : alpha * x[j];
-            break;
-        case EltwiseAlg::linear:
-            for (int64_t j = 0; j < n; ++j) x[j] = alpha * x[j] + beta;
-            break;
-        case EltwiseAlg::clip:
-            for (int64_t j = 0; j < n; ++j) x[j] = std::min(std::max(x[j], alpha), beta);
-            break;
-        case EltwiseAlg::elu:
-            for (int64_t j = 0; j < n; ++j) x[j] = x[j] > 0 ? x[j] : alpha * std::expm1(x[j]);
-            break;
-        case EltwiseAlg::swish:
-            for (int64_t j = 0; j < n; ++j) x[j] = x[j] / (A(1) + exp(-alpha * x[j]));
-            break;
-        case EltwiseAlg::gelu_erf: {
-            const A r = A(1) / std::sqrt(A(2));
-            for (int64_t j = 0; j < n; ++j) x[j] = A(0.5) * x[j] * (A(1) + std::erf(x[j] * r));
-            break;
-        }
-        case EltwiseAlg::gelu_tanh: {
-            const A c = std::sqrt(A(2) / A(3.14159265358979323846));
-            for (int64_t j = 0; j < n; ++j) {
-                const A v = x[j];
-                x[j] = A(0.5) * v * (A(1) + std::tanh(c * (v + A(0.044715) * v * v * v)));
-            }
-            break;
-        }
-        case EltwiseAlg::logistic:
-            for (int64_t j = 0; j < n; ++j) x[j] = A(1) / (A(1) + exp(-x[j]));
-            break;
-        case EltwiseAlg::tanh:
-            for (int64_t j = 0; j < n; ++j) x[j] = std::tanh(x[j]);
-            break;
-        case EltwiseAlg::hardswish:
-            for (int64_t j = 0; j < n; ++j) x[j] = x[j] * std::min(std::max(x[j] + A(3), A(0)), A(6)) / A(6);
-            break;
-        case EltwiseAlg::mish:
-            for (int64_t j = 0; j < n; ++j) {
-                const A v = x[j];
-                const A sp = v > A(20) ? v : std::log1p(exp(v));  // softplus without overflow
-                x[j] = v * std::tanh(sp);
-            }
-            break;
-        case EltwiseAlg::abs:
-            for (int64_t j = 0; j < n; ++j) x[j] = std::abs(x[j]);
-            break;
-        case EltwiseAlg::square:
-            for (int64_t j = 0; j < n; ++j) x[j] = x[j] * x[j];
-            break;
-        case EltwiseAlg::sqrt:
-            for (int64_t j = 0; j < n; ++j) x[j] = std::sqrt(x[j]);
-            break;
-        case EltwiseAlg::exp:
-            for (int64_t j = 0; j < n; ++j) x[j] = exp(x[j]);
-            break;
-        case EltwiseAlg::log:
-            for (int64_t j = 0; j < n; ++j) x[j] = std::log(x[j]);
-            break;
-    }
+    math::with_eltwise(alg, [&](auto op) {
+        for (int64_t j = 0; j < n; ++j) x[j] = math::eltwise<decltype(op)::value>(x[j], alpha, beta);
+    });
 }
 
 template <typename A> void binary(BinaryAlg alg, A* x, const A* y, int64_t n) {
-    switch (alg) {
-        case BinaryAlg::add: for (int64_t j = 0; j < n; ++j) x[j] = x[j] + y[j]; break;
-        case BinaryAlg::mul: for (int64_t j = 0; j < n; ++j) x[j] = x[j] * y[j]; break;
-        case BinaryAlg::sub: for (int64_t j = 0; j < n; ++j) x[j] = x[j] - y[j]; break;
-        case BinaryAlg::div: for (int64_t j = 0; j < n; ++j) x[j] = x[j] / y[j]; break;
-        case BinaryAlg::max: for (int64_t j = 0; j < n; ++j) x[j] = std::max(x[j], y[j]); break;
-        case BinaryAlg::min: for (int64_t j = 0; j < n; ++j) x[j] = std::min(x[j], y[j]); break;
-    }
+    math::with_binary(alg, [&](auto op) {
+        for (int64_t j = 0; j < n; ++j) x[j] = math::binary<decltype(op)::value>(x[j], y[j]);
+    });
 }
 
 // Offset of flattened spatial position s in an operand whose spatial broadcast is mixed.
@@ -197,12 +114,9 @@ void Epilogue::init(const core::ConvProblem& prob, void* dst_data, Layout dst_la
     dt = prob.dt;
     cl = dst_layout == Layout::channels_last;
     C = prob.oc;
-    SP = 1;
-    for (int j = 0; j < 3; ++j) sp_dims[j] = 1;
-    for (int i = 0; i < prob.nsp; ++i) {
-        sp_dims[3 - prob.nsp + i] = prob.out[i];
-        SP *= prob.out[i];
-    }
+    const core::Spatial3 g = prob.spatial3();
+    for (int j = 0; j < 3; ++j) sp_dims[j] = g.out[j];
+    SP = sp_dims[0] * sp_dims[1] * sp_dims[2];
     dst = dst_data;
     bias = bias_data;
     n_ops = prob.n_post_ops;
@@ -215,7 +129,7 @@ void Epilogue::init(const core::ConvProblem& prob, void* dst_data, Layout dst_la
         op.data = t.data;
         op.st_n = st(0);
         op.st_c = st(1);
-        for (int i = 0; i < prob.nsp; ++i) op.st_sp[3 - prob.nsp + i] = st(2 + i);
+        for (int i = 0; i < prob.nsp; ++i) op.st_sp[core::Spatial3::at(prob.nsp, i)] = st(2 + i);
         // One stride over flattened spatial positions when the operand is either broadcast over
         // all spatial dims or dense over them in (d, h, w) order.
         bool all_bcast = true, dense = true;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "core/eltwise_math.hpp"
 #include "cuda/cuda_util.hpp"
 #include "cuda/kernels.hpp"
 
@@ -38,67 +39,6 @@ template <> struct Io<__nv_bfloat16> {
     __device__ static float load(__nv_bfloat16 v) { return __bfloat162float(v); }
     __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
 };
-
-__device__ inline float m_exp(float x) { return expf(x); }
-__device__ inline double m_exp(double x) { return exp(x); }
-__device__ inline float m_expm1(float x) { return expm1f(x); }
-__device__ inline double m_expm1(double x) { return expm1(x); }
-__device__ inline float m_log1p(float x) { return log1pf(x); }
-__device__ inline double m_log1p(double x) { return log1p(x); }
-__device__ inline float m_log(float x) { return logf(x); }
-__device__ inline double m_log(double x) { return log(x); }
-__device__ inline float m_tanh(float x) { return tanhf(x); }
-__device__ inline double m_tanh(double x) { return tanh(x); }
-__device__ inline float m_erf(float x) { return erff(x); }
-__device__ inline double m_erf(double x) { return erf(x); }
-__device__ inline float m_sqrt(float x) { return sqrtf(x); }
-__device__ inline double m_sqrt(double x) { return sqrt(x); }
-__device__ inline float m_abs(float x) { return fabsf(x); }
-__device__ inline double m_abs(double x) { return fabs(x); }
-// std::min/max semantics (the reference's): NaN in the first argument propagates as the reference
-// does, not as fminf/fmaxf would.
-template <typename A> __device__ inline A m_min(A a, A b) { return b < a ? b : a; }
-template <typename A> __device__ inline A m_max(A a, A b) { return a < b ? b : a; }
-
-template <typename A> __device__ A eltwise(int alg, A x, A alpha, A beta) {
-    switch (static_cast<EltwiseAlg>(alg)) {
-        case EltwiseAlg::relu: return x > A(0) ? x : alpha * x;
-        case EltwiseAlg::linear: return alpha * x + beta;
-        case EltwiseAlg::clip: return m_min(m_max(x, alpha), beta);
-        case EltwiseAlg::elu: return x > A(0) ? x : alpha * m_expm1(x);
-        case EltwiseAlg::swish: return x / (A(1) + m_exp(-alpha * x));
-        case EltwiseAlg::gelu_erf: return A(0.5) * x * (A(1) + m_erf(x / m_sqrt(A(2))));
-        case EltwiseAlg::gelu_tanh: {
-            const A c = m_sqrt(A(2) / A(3.14159265358979323846));
-            return A(0.5) * x * (A(1) + m_tanh(c * (x + A(0.044715) * x * x * x)));
-        }
-        case EltwiseAlg::logistic: return A(1) / (A(1) + m_exp(-x));
-        case EltwiseAlg::tanh: return m_tanh(x);
-        case EltwiseAlg::hardswish: return x * m_min(m_max(x + A(3), A(0)), A(6)) / A(6);
-        case EltwiseAlg::mish: {
-            A sp = x > A(20) ? x : m_log1p(m_exp(x));
-            return x * m_tanh(sp);
-        }
-        case EltwiseAlg::abs: return m_abs(x);
-        case EltwiseAlg::square: return x * x;
-        case EltwiseAlg::sqrt: return m_sqrt(x);
-        case EltwiseAlg::exp: return m_exp(x);
-        case EltwiseAlg::log: return m_log(x);
-    }
-    return x;
-}
-
-template <typename A> __device__ A binary(int alg, A x, A y) {
-    switch (static_cast<BinaryAlg>(alg)) {
-        case BinaryAlg::add: return x + y;
-        case BinaryAlg::mul: return x * y;
-        case BinaryAlg::sub: return x - y;
-        case BinaryAlg::div: return x / y;
-        case BinaryAlg::max: return m_max(x, y);
-        case BinaryAlg::min: return m_min(x, y);
-    }
-    return x;
-}
 
 // Logical coordinates of dense dst element i (channels-first or channels-last memory order).
 __device__ inline void coords_of(const EpilogueArgs& a, int64_t i, int64_t* coord) {
@@ -128,13 +68,13 @@ __device__ inline A apply_chain(const EpilogueArgs& a, A acc, int64_t i, const i
     for (int k = 0; k < a.n_ops; ++k) {
         const EpilogueOp& op = a.ops[k];
         switch (static_cast<PostOp::Kind>(op.kind)) {
-            case PostOp::Kind::eltwise: acc = eltwise<A>(op.alg, acc, A(op.alpha), A(op.beta)); break;
+            case PostOp::Kind::eltwise: acc = math::eltwise<A>(static_cast<EltwiseAlg>(op.alg), acc, A(op.alpha), A(op.beta)); break;
             case PostOp::Kind::sum: acc += A(op.scale) * Tr::load(static_cast<const T*>(a.prior)[i]); break;
             case PostOp::Kind::binary: {
                 const T* o = static_cast<const T*>(a.operands[op.operand]);
                 int64_t off = 0;
                 for (int d = 0; d < a.rank; ++d) off += coord[d] * a.operand_strides[op.operand][d];
-                acc = binary<A>(op.alg, acc, Tr::load(o[off]));
+                acc = math::binary<A>(static_cast<BinaryAlg>(op.alg), acc, Tr::load(o[off]));
                 break;
             }
         }

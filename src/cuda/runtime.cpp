@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/backend.hpp"
+#include "core/block_cache.hpp"
 #include "cuda/cuda_api.hpp"
 #include "cuda/cuda_util.hpp"
 #include "cuda/kernels.hpp"
@@ -59,28 +60,16 @@ namespace {
 class EventPool {
 public:
     cudaEvent_t get(int device) {
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            auto& v = free_[device];
-            if (!v.empty()) {
-                cudaEvent_t e = v.back();
-                v.pop_back();
-                return e;
-            }
-        }
+        if (cudaEvent_t e = free_.take(device)) return e;
         DeviceGuard g(device);
         cudaEvent_t e;
         check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
         return e;
     }
-    void put(int device, cudaEvent_t e) {
-        std::lock_guard<std::mutex> lock(mu_);
-        free_[device].push_back(e);
-    }
+    void put(int device, cudaEvent_t e) { free_.put(device, e); }
 
 private:
-    std::mutex mu_;
-    std::map<int, std::vector<cudaEvent_t>> free_;
+    core::BlockCache<int, cudaEvent_t> free_;
 };
 
 EventPool& event_pool() {
@@ -159,17 +148,7 @@ public:
         if (!device.is_cuda())
             throw Error(ErrorKind::invalid_argument, "CUDA allocator: asked for memory on " + device.str());
         const std::size_t cls = size_class(bytes);
-        const Key key{device.index, stream, cls};
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            auto it = free_.find(key);
-            if (it != free_.end() && !it->second.empty()) {
-                void* p = it->second.back();
-                it->second.pop_back();
-                cached_ -= cls;
-                return p;
-            }
-        }
+        if (void* p = cache_.take(Key{device.index, stream, cls}, cls)) return p;
         DeviceGuard g(device.index);
         void* p = nullptr;
         cudaError_t r = cudaMalloc(&p, cls);
@@ -195,28 +174,15 @@ public:
             check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize (freeing a tensor)");
         }
         const std::size_t cls = size_class(bytes);
-        std::lock_guard<std::mutex> lock(mu_);
-        free_[Key{device.index, stream, cls}].push_back(p);
-        cached_ += cls;
+        cache_.put(Key{device.index, stream, cls}, p, cls);  // unbounded: OOM releases it (allocate)
     }
 
     // Frees every cached block of `device` (-1: all devices).
     void release(int device) {
-        std::vector<std::pair<int, void*>> blocks;
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            for (auto it = free_.begin(); it != free_.end();) {
-                if (device < 0 || std::get<0>(it->first) == device) {
-                    for (void* p : it->second) blocks.emplace_back(std::get<0>(it->first), p);
-                    cached_ -= std::get<2>(it->first) * it->second.size();
-                    it = free_.erase(it);
-                } else {
-                    ++it;
-                }
-            }
-        }
+        const auto blocks = cache_.drain([device](const Key& k) { return device < 0 || std::get<0>(k) == device; },
+                                         [](const Key& k) { return std::get<2>(k); });
         for (auto& b : blocks) {
-            DeviceGuard g(b.first);
+            DeviceGuard g(std::get<0>(b.first));
             cudaFree(b.second);  // synchronizes the device: pending work on a block ends first
         }
         (void)cudaGetLastError();
@@ -233,9 +199,7 @@ private:
         if (bytes < (std::size_t(1) << 20)) return (bytes + small - 1) / small * small;
         return (bytes + large - 1) / large * large;
     }
-    std::mutex mu_;
-    std::map<Key, std::vector<void*>> free_;
-    std::size_t cached_ = 0;
+    core::BlockCache<Key> cache_;
 };
 
 std::shared_ptr<CachingDeviceAllocator>& device_allocator() {
