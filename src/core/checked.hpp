@@ -8,19 +8,20 @@
 
 namespace convkit::core {
 
+[[noreturn]] inline void overflow(const char* what, int64_t a, const char* op, int64_t b) {
+    throw Error(ErrorKind::invalid_argument, std::string(what) + " overflows int64 (" + std::to_string(a) + " " + op +
+                                                 " " + std::to_string(b) + ")");
+}
+
 inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
     int64_t r;
-    if (__builtin_mul_overflow(a, b, &r))
-        throw Error(ErrorKind::invalid_argument, std::string(what) + " overflows int64 (" +
-                                                     std::to_string(a) + " * " + std::to_string(b) + ")");
+    if (__builtin_mul_overflow(a, b, &r)) overflow(what, a, "*", b);
     return r;
 }
 
 inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
     int64_t r;
-    if (__builtin_add_overflow(a, b, &r))
-        throw Error(ErrorKind::invalid_argument, std::string(what) + " overflows int64 (" +
-                                                     std::to_string(a) + " + " + std::to_string(b) + ")");
+    if (__builtin_add_overflow(a, b, &r)) overflow(what, a, "+", b);
     return r;
 }
 

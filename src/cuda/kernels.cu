@@ -18,6 +18,10 @@
 namespace convkit::cuda {
 namespace {
 
+struct Strides5 {
+    int64_t v[5];
+};
+
 template <typename T> struct Io;
 template <> struct Io<float> {
     using acc = float;
@@ -230,10 +234,10 @@ template <typename T, typename A> void bias_grad_impl(const BiasGradArgs& a, cud
     check_cuda(cudaGetLastError(), "bias gradient kernel launch");
 }
 
+// dst window = src window, or zeros where src is null (all-zero bits: 0.0 in every dtype).
 template <typename U>
-__global__ void copy_window_kernel(U* dst, const U* src, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t d4,
-                                   int64_t s0, int64_t s1, int64_t s2, int64_t s3, int64_t s4, int64_t n1, int64_t n2,
-                                   int64_t n3, int64_t n4, int64_t total) {
+__global__ void window_kernel(U* dst, const U* src, Strides5 d, Strides5 st, int64_t n1, int64_t n2, int64_t n3,
+                              int64_t n4, int64_t total) {
     for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
         int64_t r = i;
@@ -242,21 +246,8 @@ __global__ void copy_window_kernel(U* dst, const U* src, int64_t d0, int64_t d1,
         const int64_t i2 = r % n2; r /= n2;
         const int64_t i1 = r % n1; r /= n1;
         const int64_t i0 = r;
-        dst[i0 * d0 + i1 * d1 + i2 * d2 + i3 * d3 + i4 * d4] = src[i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4];
-    }
-}
-
-template <typename U>
-__global__ void zero_window_kernel(U* dst, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t d4, int64_t n1,
-                                   int64_t n2, int64_t n3, int64_t n4, int64_t total) {
-    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-        int64_t r = i;
-        const int64_t i4 = r % n4; r /= n4;
-        const int64_t i3 = r % n3; r /= n3;
-        const int64_t i2 = r % n2; r /= n2;
-        const int64_t i1 = r % n1; r /= n1;
-        dst[r * d0 + i1 * d1 + i2 * d2 + i3 * d3 + i4 * d4] = U(0);  // all-zero bits: 0.0 in every dtype
+        dst[i0 * d.v[0] + i1 * d.v[1] + i2 * d.v[2] + i3 * d.v[3] + i4 * d.v[4]] =
+                src ? src[i0 * st.v[0] + i1 * st.v[1] + i2 * st.v[2] + i3 * st.v[3] + i4 * st.v[4]] : U(0);
     }
 }
 
@@ -345,34 +336,18 @@ void launch_copy_window(void* dst, const int64_t* ds, const void* src, const int
     if (total == 0) return;
     auto s = static_cast<cudaStream_t>(stream);
     const int threads = 256, grid = grid_for(total, threads);
-#define CONVKIT_COPY_WINDOW(U)                                                                                   \
-    copy_window_kernel<U><<<grid, threads, 0, s>>>(static_cast<U*>(dst), static_cast<const U*>(src), ds[0], ds[1], \
-                                                   ds[2], ds[3], ds[4], ss[0], ss[1], ss[2], ss[3], ss[4], n[1], n[2], \
-                                                   n[3], n[4], total)
+    Strides5 d{}, st{};
+    for (int i = 0; i < 5; ++i) d.v[i] = ds[i], st.v[i] = ss ? ss[i] : 0;
     switch (elem_size) {
-        case 2: CONVKIT_COPY_WINDOW(uint16_t); break;
-        case 4: CONVKIT_COPY_WINDOW(uint32_t); break;
-        default: CONVKIT_COPY_WINDOW(unsigned long long); break;
+        case 2: window_kernel<<<grid, threads, 0, s>>>(static_cast<uint16_t*>(dst), static_cast<const uint16_t*>(src), d, st, n[1], n[2], n[3], n[4], total); break;
+        case 4: window_kernel<<<grid, threads, 0, s>>>(static_cast<uint32_t*>(dst), static_cast<const uint32_t*>(src), d, st, n[1], n[2], n[3], n[4], total); break;
+        default: window_kernel<<<grid, threads, 0, s>>>(static_cast<unsigned long long*>(dst), static_cast<const unsigned long long*>(src), d, st, n[1], n[2], n[3], n[4], total); break;
     }
-#undef CONVKIT_COPY_WINDOW
     check_cuda(cudaGetLastError(), "window copy kernel launch");
 }
 
 void launch_zero_window(void* dst, const int64_t* ds, const int64_t* n, int elem_size, void* stream) {
-    const int64_t total = n[0] * n[1] * n[2] * n[3] * n[4];
-    if (total == 0) return;
-    auto s = static_cast<cudaStream_t>(stream);
-    const int threads = 256, grid = grid_for(total, threads);
-#define CONVKIT_ZERO_WINDOW(U)                                                                                   \
-    zero_window_kernel<U><<<grid, threads, 0, s>>>(static_cast<U*>(dst), ds[0], ds[1], ds[2], ds[3], ds[4], n[1], n[2], \
-                                                   n[3], n[4], total)
-    switch (elem_size) {
-        case 2: CONVKIT_ZERO_WINDOW(uint16_t); break;
-        case 4: CONVKIT_ZERO_WINDOW(uint32_t); break;
-        default: CONVKIT_ZERO_WINDOW(unsigned long long); break;
-    }
-#undef CONVKIT_ZERO_WINDOW
-    check_cuda(cudaGetLastError(), "zero window kernel launch");
+    launch_copy_window(dst, ds, nullptr, nullptr, n, elem_size, stream);
 }
 
 void launch_spin(void* stream, double ms, int clock_khz) {

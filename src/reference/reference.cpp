@@ -100,6 +100,24 @@ template <typename A> A binary(BinaryAlg alg, A x, A y) {
     return x;
 }
 
+// Calls f(kd, kh, kw, id, ih, iw) for each kernel tap of output position (od, oh, ow) that lands
+// inside the input (taps in padding contribute nothing).
+template <typename F> inline void for_each_tap(const core::Spatial3& g, int64_t od, int64_t oh, int64_t ow, F&& f) {
+    for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+        const int64_t id = od * g.stride[0] - g.padding_l[0] + kd * g.dilation[0];
+        if (id < 0 || id >= g.in[0]) continue;
+        for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+            const int64_t ih = oh * g.stride[1] - g.padding_l[1] + kh * g.dilation[1];
+            if (ih < 0 || ih >= g.in[1]) continue;
+            for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+                const int64_t iw = ow * g.stride[2] - g.padding_l[2] + kw * g.dilation[2];
+                if (iw < 0 || iw >= g.in[2]) continue;
+                f(kd, kh, kw, id, ih, iw);
+            }
+        }
+    }
+}
+
 template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
     using Tr = Traits<T>;
     using A = typename Tr::acc;
@@ -130,22 +148,12 @@ template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
                         A acc = 0;
                         const T* wbase = &wei.at(oc, 0, 0, 0, 0);
                         const T* sbase = &src.at(n, gi * ICG, 0, 0, 0);
-                        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-                            const int64_t id = od * g.stride[0] - g.padding_l[0] + kd * g.dilation[0];
-                            if (id < 0 || id >= g.in[0]) continue;
-                            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-                                const int64_t ih = oh * g.stride[1] - g.padding_l[1] + kh * g.dilation[1];
-                                if (ih < 0 || ih >= g.in[1]) continue;
-                                for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                                    const int64_t iw = ow * g.stride[2] - g.padding_l[2] + kw * g.dilation[2];
-                                    if (iw < 0 || iw >= g.in[2]) continue;
-                                    const T* sp = sbase + id * src.s[2] + ih * src.s[3] + iw * src.s[4];
-                                    const T* wp = wbase + kd * wei.s[2] + kh * wei.s[3] + kw * wei.s[4];
-                                    for (int64_t icg = 0; icg < ICG; ++icg)
-                                        acc += Tr::load(sp[icg * src.s[1]]) * Tr::load(wp[icg * wei.s[1]]);
-                                }
-                            }
-                        }
+                        for_each_tap(g, od, oh, ow, [&](int64_t kd, int64_t kh, int64_t kw, int64_t id, int64_t ih, int64_t iw) {
+                            const T* sp = sbase + id * src.s[2] + ih * src.s[3] + iw * src.s[4];
+                            const T* wp = wbase + kd * wei.s[2] + kh * wei.s[3] + kw * wei.s[4];
+                            for (int64_t icg = 0; icg < ICG; ++icg)
+                                acc += Tr::load(sp[icg * src.s[1]]) * Tr::load(wp[icg * wei.s[1]]);
+                        });
                         if (bias) acc += Tr::load(bias[oc * bias_st]);
                         T& out = dst.at(n, oc, od, oh, ow);
                         if (a.post_ops) {
@@ -235,22 +243,12 @@ template <typename T> void backward_weights(const ConvProblem& p, const ConvArgs
                 for (int64_t oh = 0; oh < g.out[1]; ++oh)
                     for (int64_t ow = 0; ow < g.out[2]; ++ow) {
                         const A dd = Tr::load(ddst.at(n, oc, od, oh, ow));
-                        for (int64_t kd = 0; kd < g.k[0]; ++kd) {
-                            const int64_t id = od * g.stride[0] - g.padding_l[0] + kd * g.dilation[0];
-                            if (id < 0 || id >= g.in[0]) continue;
-                            for (int64_t kh = 0; kh < g.k[1]; ++kh) {
-                                const int64_t ih = oh * g.stride[1] - g.padding_l[1] + kh * g.dilation[1];
-                                if (ih < 0 || ih >= g.in[1]) continue;
-                                for (int64_t kw = 0; kw < g.k[2]; ++kw) {
-                                    const int64_t iw = ow * g.stride[2] - g.padding_l[2] + kw * g.dilation[2];
-                                    if (iw < 0 || iw >= g.in[2]) continue;
-                                    const T* sp = &src.at(n, ic0, id, ih, iw);
-                                    A* ap = &acc[static_cast<std::size_t>((kd * g.k[1] + kh) * g.k[2] + kw)];
-                                    for (int64_t icg = 0; icg < ICG; ++icg)
-                                        ap[icg * KS] += dd * Tr::load(sp[icg * src.s[1]]);
-                                }
-                            }
-                        }
+                        for_each_tap(g, od, oh, ow, [&](int64_t kd, int64_t kh, int64_t kw, int64_t id, int64_t ih, int64_t iw) {
+                            const T* sp = &src.at(n, ic0, id, ih, iw);
+                            A* ap = &acc[static_cast<std::size_t>((kd * g.k[1] + kh) * g.k[2] + kw)];
+                            for (int64_t icg = 0; icg < ICG; ++icg)
+                                ap[icg * KS] += dd * Tr::load(sp[icg * src.s[1]]);
+                        });
                     }
         for (int64_t icg = 0; icg < ICG; ++icg)
             for (int64_t kd = 0; kd < g.k[0]; ++kd)
