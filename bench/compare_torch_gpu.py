@@ -5,7 +5,7 @@ Performance (default): for each config (--configs, default bf16 NHWC, TF32 NHWC,
 TF32) and batch (--mbs) it times convkit and PyTorch (torch.backends.cudnn.benchmark=True unless
 --no-autotune) on the layers of a batch file (--net, default inputs/resnet_50), and prints
 per-direction totals and the ratio PyTorch/convkit (> 1: convkit faster); --per-layer adds each
-layer's ratios. convkit is timed by `test_cuda --gtest_filter=CudaPerf.Network` (--harness=test,
+layer's ratios. convkit is timed by `cuda_layers network` (bench/cuda_layers.cpp; --harness=test,
 the default: tensors filled on the device, mean of 20 back-to-back calls after 3 warm-ups, as
 PyTorch is timed here) or by `convkit bench --mode=perf` (--harness=bench: min over batches of
 calls; it fills tensors on the host, minutes at mb 256). --env K=V passes settings to convkit only
@@ -16,7 +16,7 @@ First calls (--first-call): the wall time of the first call of each new shape, p
 summed over the net's layers: convkit in three fresh processes (heuristics; autotuning that saves
 a tune file; a second process with that tune file) and PyTorch in two (benchmark off and on).
 
-Correctness (--check DIR): compares the layers that `test_cuda --gtest_filter=TorchCheck.Dump`
+Correctness (--check DIR): compares the layers that `cuda_layers dump --dir=DIR`
 wrote to DIR (CONVKIT_TORCH_CHECK_DIR) against PyTorch's CUDA convolution computed in f64.
 
 Usage on the GPU machine (cuDNN from the PyTorch wheel on LD_LIBRARY_PATH):
@@ -137,12 +137,9 @@ def convkit_env(tf32, tune, extra):
     return env
 
 
-def convkit_harness(test_exe, batch, mb, dt, tag, dirs, env, log_path):
-    """test_cuda's CudaPerf.Network: per (layer, dir) first-call and steady times, and totals."""
-    env = dict(env)
-    env.update(CONVKIT_CUDA_NET=batch, CONVKIT_CUDA_NET_MB=str(mb), CONVKIT_CUDA_NET_DT=dt, CONVKIT_CUDA_NET_TAG=tag,
-               CONVKIT_CUDA_NET_DIRS=','.join(dirs))
-    cmd = [test_exe, '--gtest_filter=CudaPerf.Network']
+def convkit_harness(exe, batch, mb, dt, tag, dirs, env, log_path):
+    """bench/cuda_layers network: per (layer, dir) first-call and steady times, and totals."""
+    cmd = [exe, 'network', '--batch=' + batch, '--mb=%d' % mb, '--dt=' + dt, '--tag=' + tag, '--dirs=' + ','.join(dirs)]
     t0 = time.time()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.time() - t0
@@ -159,7 +156,7 @@ def convkit_harness(test_exe, batch, mb, dt, tag, dirs, env, log_path):
         elif line.startswith('netperf plans'):
             plans = line[len('netperf plans '):]
     if r.returncode != 0 or not steady_tot:
-        bad.append(f'test_cuda CudaPerf.Network failed (rc {r.returncode}): {r.stdout[-1500:]}{r.stderr[-1500:]}')
+        bad.append(f'cuda_layers network failed (rc {r.returncode}): {r.stdout[-1500:]}{r.stderr[-1500:]}')
     return dict(per_layer=per_layer, first=first_tot, steady=steady_tot, bad=bad, wall=wall, plans=plans)
 
 
@@ -203,7 +200,7 @@ def perf(args):
             env = convkit_env(tf32, not args.no_autotune, args.env)
             stem = os.path.join(args.out, f'{net}_{label}_mb{mb}{args.suffix}')
             if args.harness == 'test':
-                ck = convkit_harness(args.test_cuda, batch, mb, dt, tag, dirs, env, stem + '_convkit.log')
+                ck = convkit_harness(args.cuda_layers, batch, mb, dt, tag, dirs, env, stem + '_convkit.log')
             else:
                 ck = convkit_bench(args.convkit, batch, mb, dt, tag, dirs, env, stem + '_convkit.csv',
                                    stem + '_convkit.log', args.max_ms)
@@ -322,7 +319,7 @@ def first_call(args):
         env.pop('CONVKIT_CUDA_TUNE_FILE', None)
         if tf:
             env['CONVKIT_CUDA_TUNE_FILE'] = tf
-        ck = convkit_harness(args.test_cuda, batch, mb, dt, tag, list(DIRS), env,
+        ck = convkit_harness(args.cuda_layers, batch, mb, dt, tag, list(DIRS), env,
                              os.path.join(args.out, f'first_call_{net}_{label}_mb{mb}_{len(results)}.log'))
         for b in ck['bad']:
             print(f'  convkit problem: {b}', flush=True)
@@ -398,7 +395,7 @@ def check(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--convkit', default=os.path.join(ROOT, 'build-gpu/convkit'))
-    ap.add_argument('--test-cuda', default=os.path.join(ROOT, 'build-gpu/tests/test_cuda'))
+    ap.add_argument('--cuda-layers', default=os.path.join(ROOT, 'build-gpu/bench/cuda_layers'))
     ap.add_argument('--net', default='inputs/resnet_50', help='batch file (2D layers)')
     ap.add_argument('--mbs', default='32')
     ap.add_argument('--dirs', default='fwd,bwd_d,bwd_w')
@@ -414,7 +411,7 @@ def main():
     ap.add_argument('--extras', action='store_true', help='fused and tiny-convolution measurements too')
     ap.add_argument('--first-call', action='store_true', help='first-call cost of each new shape')
     ap.add_argument('--torch-first-call', choices=['heuristics', 'benchmark'], help=argparse.SUPPRESS)
-    ap.add_argument('--check', help='directory written by TorchCheck.Dump: compare instead of timing')
+    ap.add_argument('--check', help='directory written by `cuda_layers dump`: compare instead of timing')
     args = ap.parse_args()
     if args.check:
         sys.exit(check(args))
