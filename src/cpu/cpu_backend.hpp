@@ -41,7 +41,7 @@ inline std::string impl_name(const core::ConvProblem& p) { return plan_info(p).i
 // The layout src/dst are handed to oneDNN in: the user's own (used in place), one of the two
 // plain layouts or the blocked one oneDNN prefers (`any`), through cached reorders.
 enum class ActLayout { user, channels_first, channels_last, any };
-// The layout a problem tries first (rules measured on ResNet-50, see docs/cpu.md);
+// The layout a problem tries first (dnnl_policy.cpp; rules measured on ResNet-50, see docs/cpu.md);
 // CONVKIT_CPU_ACT_LAYOUT=user|nchw|nhwc|any forces one for experiments.
 ActLayout preferred_act_layout(const core::ConvProblem& p);
 

@@ -10,25 +10,14 @@
 #include <vector>
 
 #include "core/backend.hpp"
+#include "core/half.hpp"
 #include "cpu/cpu_backend.hpp"
 
 namespace convkit::cpu {
 
-// ---- bf16 scalar conversions, inline copies of convkit's (round to nearest even, NaN kept) ----
-inline float bf16_load(uint16_t v) {
-    uint32_t u = static_cast<uint32_t>(v) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-// Branch-free, so loops over it vectorise (convert.cpp).
-inline uint16_t bf16_store(float v) {
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-    return static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
-}
+// bf16 scalar conversions (round to nearest even, NaN kept): the core's, branch-free.
+using core::bf16_load;
+using core::bf16_store;
 
 // ---- Epilogue: bias + the whole post-op chain in one pass over dst ----
 //
@@ -83,6 +72,7 @@ struct Workspace {
 class DnnlPlan;
 class F64Plan;
 
+// oneDNN plans (dnnl_plan.cpp; native_16bit_preferred in dnnl_policy.cpp).
 std::shared_ptr<DnnlPlan> make_dnnl_plan(const core::ConvProblem& p);
 // Whether bf16/f16 problems take oneDNN's native kernels here (they exist and measured faster
 // than the widened f32 path on this CPU, at the current thread count; timed once).
@@ -102,6 +92,7 @@ std::shared_ptr<SplitPlan> make_split_plan(const core::ConvProblem& p);  // null
 Event run_split_plan(SplitPlan& plan, const core::ConvArgs& args);
 PlanInfo split_plan_info(SplitPlan& plan);
 
+// f64 plans (f64_plan.cpp; run_f64_plan in f64_conv.cpp).
 std::shared_ptr<F64Plan> make_f64_plan(const core::ConvProblem& p);
 void run_f64_plan(const F64Plan& plan, const core::ConvProblem& p, const core::ConvArgs& args);
 PlanInfo f64_plan_info(const F64Plan& plan);

@@ -18,16 +18,19 @@
 //    count.
 //  * Backward weights splits K between threads (each owns a slice of diff_weights and sums over
 //    every image and block in a fixed order): no partial copies, no reduction, reproducible.
+//
+// Files: f64_plan (geometry, formulation, work split), f64_im2col (im2col / col2im, weight
+// transposes), this one (the gemms of each direction, threads, per-call workspace).
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
-#include "core/checked.hpp"
 #include "cpu/cpu_internal.hpp"
+#include "cpu/f64_im2col.hpp"
+#include "cpu/f64_plan.hpp"
 
 namespace convkit::cpu {
 
@@ -36,11 +39,6 @@ using core::ConvProblem;
 using core::Direction;
 
 namespace {
-
-// Column-buffer budget per thread. Large enough that a block has a few hundred rows (OpenBLAS
-// repacks the weights on every call, so short blocks pay that copy too often), small enough to
-// stay near the L2/L3 caches.
-constexpr std::size_t kColBudget = std::size_t(4) << 20;
 
 // OpenBLAS's pthread pool is process-wide; the first f64 call in flight sets it to one thread
 // and the last one out restores the caller's setting.
@@ -80,263 +78,6 @@ private:
 };
 
 std::size_t align64(std::size_t bytes) { return (bytes + 63) & ~std::size_t(63); }
-
-}  // namespace
-
-class F64Plan {
-public:
-    ConvProblem p;
-    // Spatial geometry padded to (d, h, w) with leading 1s.
-    int64_t in[3], out[3], k[3], st[3], pl[3], dl[3];
-    int64_t IS = 1, OS = 1, KS = 1;
-    int64_t ICg = 0, OCg = 0, K = 0, G = 1;
-    int first = 0;        // index of the outermost real spatial dim in the padded arrays
-    int64_t P = 1;        // output positions per outer row
-    int64_t O0 = 1;       // outer rows
-    bool cl = false;      // channels-last formulation (by src layout)
-    bool direct = false;  // 1x1, stride 1, no padding: no im2col
-    bool wei_native = false;  // the user's weights are already in the formulation's K order
-    bool dst_native = false;  // dst (diff_dst) already in the formulation's layout
-    int64_t reach_bwd_d = 0;     // input rows shared by neighbouring blocks in backward data
-    int64_t min_rows_bwd_d = 1;  // outer rows a backward-data block needs for even/odd scatter
-
-    explicit F64Plan(const ConvProblem& prob) : p(prob) {
-        for (int j = 0; j < 3; ++j) in[j] = out[j] = k[j] = st[j] = dl[j] = 1, pl[j] = 0;
-        first = 3 - p.nsp;
-        for (int i = 0; i < p.nsp; ++i) {
-            const int j = first + i;
-            in[j] = p.in[i];
-            out[j] = p.out[i];
-            k[j] = p.k[i];
-            st[j] = p.stride[i];
-            pl[j] = p.padding_l[i];
-            dl[j] = p.dilation[i];
-        }
-        for (int j = 0; j < 3; ++j) {
-            IS = core::checked_mul(IS, in[j], "f64 input size");
-            OS = core::checked_mul(OS, out[j], "f64 output size");
-            KS = core::checked_mul(KS, k[j], "f64 kernel size");
-        }
-        G = p.g;
-        ICg = p.icg();
-        OCg = p.ocg();
-        K = core::checked_mul(ICg, KS, "f64 gemm K");
-        O0 = out[first];
-        P = OS / O0;
-        cl = p.src_layout == Layout::channels_last;
-        direct = KS == 1;
-        for (int j = 0; j < 3; ++j) direct = direct && st[j] == 1 && pl[j] == 0;
-        for (int i = 0; i < p.nsp; ++i) direct = direct && p.padding_r[i] == 0;
-        const bool wei_cl = p.wei_layout == Layout::channels_last;
-        wei_native = wei_cl == cl || KS == 1 || ICg == 1;
-        dst_native = (p.dst_layout == Layout::channels_last) == cl || p.oc == 1 || OS == 1;
-        // Neighbouring blocks of R outer rows touch input rows that overlap by
-        // (k - 1) * dilation + 1 - stride; blocks two apart must not overlap.
-        reach_bwd_d = (k[first] - 1) * dl[first] + 1 - st[first];
-        min_rows_bwd_d = std::max<int64_t>(1, (reach_bwd_d + st[first] - 1) / st[first]);
-    }
-
-    // How the work of one direction is cut: blocks of R outer output rows (nb per image), and
-    // the gemm's channel dimension cut into `chunks` of `chunk` channels (output channels for
-    // forward, input channels for backward data). OpenBLAS repacks the weights on every call,
-    // so where the weights outweigh an image's columns (late layers, small images) threads
-    // split channels (each packs only its share of the weights) instead of rows (each would
-    // pack all of them).
-    struct Split {
-        int64_t R = 1, nb = 1, chunks = 1, chunk = 1;
-        bool phases = false;  // backward data: even blocks, then odd ones
-    };
-
-    // Column elements per output position: `col_fixed` + chunk * `col_per_channel`.
-    Split split(int nthr, int64_t channels, int64_t col_fixed, int64_t col_per_channel, bool bwd_d) const {
-        Split s;
-        const int64_t indep = p.mb * G;
-        const double w = static_cast<double>(OCg) * static_cast<double>(K);
-        const double col = static_cast<double>(OS) * static_cast<double>(K);
-        if (w > col && channels >= 32) s.chunks = std::min<int64_t>(nthr, channels / 16);
-        s.chunk = (channels + s.chunks - 1) / s.chunks;
-        s.chunks = (channels + s.chunk - 1) / s.chunk;
-        const int64_t per_pos = col_fixed + s.chunk * col_per_channel;
-        int64_t nb = 1;
-        if (!direct) {
-            const int64_t bytes = OS * per_pos * static_cast<int64_t>(sizeof(double));
-            nb = std::max<int64_t>(1, (bytes + static_cast<int64_t>(kColBudget) - 1) / static_cast<int64_t>(kColBudget));
-        }
-        const bool overlap = bwd_d && !direct && min_rows_bwd_d > 0 && reach_bwd_d > 0;
-        // Enough blocks to keep every thread busy (in each phase when there are two), a multiple
-        // of the thread count if it can be.
-        const int64_t need = (nthr + indep * s.chunks - 1) / (indep * s.chunks);
-        nb = std::max(nb, need);
-        if (overlap && nb > 1) nb = std::max(nb, 2 * need);
-        while ((nb * indep * s.chunks) % nthr != 0 && nb < O0) ++nb;
-        nb = std::min(nb, O0);
-        s.R = (O0 + nb - 1) / nb;
-        if (overlap) s.R = std::max(s.R, min_rows_bwd_d);
-        s.nb = (O0 + s.R - 1) / s.R;
-        s.phases = overlap && s.nb > 1;
-        return s;
-    }
-};
-
-namespace {
-
-struct Pos {
-    int64_t d, h, w;
-};
-
-inline Pos decompose(const F64Plan& f, int64_t pos) {
-    Pos q;
-    q.w = pos % f.out[2];
-    const int64_t t = pos / f.out[2];
-    q.h = t % f.out[1];
-    q.d = t / f.out[1];
-    return q;
-}
-
-// col[j][kk] = src at output position pos0 + j and K index k0 + kk; channels-last image `img`.
-void im2col_cl(const F64Plan& f, const double* img, int64_t gi, int64_t pos0, int64_t npos, int64_t k0, int64_t k1,
-               double* col, int64_t ldcol) {
-    const int64_t IC = f.p.ic;
-    for (int64_t j = 0; j < npos; ++j) {
-        const Pos o = decompose(f, pos0 + j);
-        double* row = col + j * ldcol;
-        int64_t kk = k0;
-        while (kk < k1) {
-            const int64_t ks = kk / f.ICg, ic0 = kk % f.ICg;
-            const int64_t len = std::min(f.ICg - ic0, k1 - kk);
-            const int64_t kw = ks % f.k[2], kh = (ks / f.k[2]) % f.k[1], kd = ks / (f.k[2] * f.k[1]);
-            const int64_t id = o.d * f.st[0] - f.pl[0] + kd * f.dl[0];
-            const int64_t ih = o.h * f.st[1] - f.pl[1] + kh * f.dl[1];
-            const int64_t iw = o.w * f.st[2] - f.pl[2] + kw * f.dl[2];
-            double* out = row + (kk - k0);
-            if (id < 0 || id >= f.in[0] || ih < 0 || ih >= f.in[1] || iw < 0 || iw >= f.in[2]) {
-                std::memset(out, 0, static_cast<std::size_t>(len) * sizeof(double));
-            } else {
-                const double* s = img + ((id * f.in[1] + ih) * f.in[2] + iw) * IC + gi * f.ICg + ic0;
-                if (len == 1) *out = *s;
-                else std::memcpy(out, s, static_cast<std::size_t>(len) * sizeof(double));
-            }
-            kk += len;
-        }
-    }
-}
-
-// The [lo, hi) range of output w whose input column iw = ow * st - pl + off is inside [0, IW).
-inline void valid_w(const F64Plan& f, int64_t off, int64_t ow0, int64_t ow1, int64_t& lo, int64_t& hi) {
-    // iw >= 0  <=>  ow >= ceil((pl - off) / st);  iw < IW  <=>  ow <= floor((IW - 1 + pl - off) / st)
-    const int64_t s = f.st[2];
-    const int64_t a = f.pl[2] - off, b = f.in[2] - 1 + f.pl[2] - off;
-    int64_t l = a <= 0 ? 0 : (a + s - 1) / s;
-    int64_t h = b < 0 ? -1 : b / s;
-    lo = std::max(ow0, l);
-    hi = std::min(ow1, h + 1);
-    if (hi < lo) hi = lo;
-}
-
-// Visits the output positions [pos0, pos0 + npos) one (d, h) row run at a time.
-template <typename Fn> void for_runs(const F64Plan& f, int64_t pos0, int64_t npos, Fn&& fn) {
-    int64_t pos = pos0;
-    const int64_t end = pos0 + npos;
-    while (pos < end) {
-        const Pos o = decompose(f, pos);
-        const int64_t ow1 = std::min(f.out[2], o.w + (end - pos));
-        fn(o.d, o.h, o.w, ow1, pos - pos0);
-        pos += ow1 - o.w;
-    }
-}
-
-// col[kk][j] for K index k0 + kk = (ic, tap) and position pos0 + j; channels-first image `img`.
-void im2col_cf(const F64Plan& f, const double* img, int64_t gi, int64_t pos0, int64_t npos, int64_t k0, int64_t k1,
-               double* col, int64_t ldcol) {
-    for (int64_t kk = k0; kk < k1; ++kk) {
-        const int64_t ic = kk / f.KS, ks = kk % f.KS;
-        const int64_t kw = ks % f.k[2], kh = (ks / f.k[2]) % f.k[1], kd = ks / (f.k[2] * f.k[1]);
-        const double* plane = img + (gi * f.ICg + ic) * f.IS;
-        double* out = col + (kk - k0) * ldcol;
-        for_runs(f, pos0, npos, [&](int64_t od, int64_t oh, int64_t ow0, int64_t ow1, int64_t j0) {
-            double* o = out + j0;
-            const int64_t id = od * f.st[0] - f.pl[0] + kd * f.dl[0];
-            const int64_t ih = oh * f.st[1] - f.pl[1] + kh * f.dl[1];
-            const int64_t n = ow1 - ow0;
-            if (id < 0 || id >= f.in[0] || ih < 0 || ih >= f.in[1]) {
-                std::memset(o, 0, static_cast<std::size_t>(n) * sizeof(double));
-                return;
-            }
-            int64_t lo, hi;
-            const int64_t off = kw * f.dl[2];
-            valid_w(f, off, ow0, ow1, lo, hi);
-            const double* row = plane + (id * f.in[1] + ih) * f.in[2] - f.pl[2] + off;
-            for (int64_t ow = ow0; ow < lo; ++ow) o[ow - ow0] = 0;
-            if (f.st[2] == 1) {
-                if (hi > lo) std::memcpy(o + (lo - ow0), row + lo, static_cast<std::size_t>(hi - lo) * sizeof(double));
-            } else {
-                for (int64_t ow = lo; ow < hi; ++ow) o[ow - ow0] = row[ow * f.st[2]];
-            }
-            for (int64_t ow = hi; ow < ow1; ++ow) o[ow - ow0] = 0;
-        });
-    }
-}
-
-// diff_src += the block's columns scattered back (the adjoint of im2col_cl / im2col_cf), for
-// input channels [ic0, ic0 + icn) of group gi; col rows are [tap][icn] (channels-last) or
-// col[(ic - ic0) * taps + tap][pos] (channels-first).
-void col2im_cl(const F64Plan& f, double* img, int64_t gi, int64_t ic0, int64_t icn, int64_t pos0, int64_t npos,
-               const double* col) {
-    const int64_t IC = f.p.ic;
-    for (int64_t j = 0; j < npos; ++j) {
-        const Pos o = decompose(f, pos0 + j);
-        const double* row = col + j * f.KS * icn;
-        for (int64_t ks = 0; ks < f.KS; ++ks) {
-            const int64_t kw = ks % f.k[2], kh = (ks / f.k[2]) % f.k[1], kd = ks / (f.k[2] * f.k[1]);
-            const int64_t id = o.d * f.st[0] - f.pl[0] + kd * f.dl[0];
-            const int64_t ih = o.h * f.st[1] - f.pl[1] + kh * f.dl[1];
-            const int64_t iw = o.w * f.st[2] - f.pl[2] + kw * f.dl[2];
-            if (id < 0 || id >= f.in[0] || ih < 0 || ih >= f.in[1] || iw < 0 || iw >= f.in[2]) continue;
-            double* d = img + ((id * f.in[1] + ih) * f.in[2] + iw) * IC + gi * f.ICg + ic0;
-            const double* s = row + ks * icn;
-            for (int64_t ic = 0; ic < icn; ++ic) d[ic] += s[ic];
-        }
-    }
-}
-
-void col2im_cf(const F64Plan& f, double* img, int64_t gi, int64_t ic0, int64_t icn, int64_t pos0, int64_t npos,
-               const double* col) {
-    for (int64_t kk = 0; kk < icn * f.KS; ++kk) {
-        const int64_t ic = ic0 + kk / f.KS, ks = kk % f.KS;
-        const int64_t kw = ks % f.k[2], kh = (ks / f.k[2]) % f.k[1], kd = ks / (f.k[2] * f.k[1]);
-        double* plane = img + (gi * f.ICg + ic) * f.IS;
-        const double* in = col + kk * npos;
-        for_runs(f, pos0, npos, [&](int64_t od, int64_t oh, int64_t ow0, int64_t ow1, int64_t j0) {
-            const int64_t id = od * f.st[0] - f.pl[0] + kd * f.dl[0];
-            const int64_t ih = oh * f.st[1] - f.pl[1] + kh * f.dl[1];
-            if (id < 0 || id >= f.in[0] || ih < 0 || ih >= f.in[1]) return;
-            int64_t lo, hi;
-            const int64_t off = kw * f.dl[2];
-            valid_w(f, off, ow0, ow1, lo, hi);
-            double* row = plane + (id * f.in[1] + ih) * f.in[2] - f.pl[2] + off;
-            const double* s = in + j0 - ow0;
-            if (f.st[2] == 1) {
-                for (int64_t ow = lo; ow < hi; ++ow) row[ow] += s[ow];
-            } else {
-                for (int64_t ow = lo; ow < hi; ++ow) row[ow * f.st[2]] += s[ow];
-            }
-        });
-    }
-}
-
-// Weights (or diff_weights) between the user's order and the formulation's: [OC, ICg, taps]
-// (channels-first) <-> [OC, taps, ICg] (channels-last).
-void transpose_weights(const F64Plan& f, const double* from, double* to, bool to_cl) {
-    const int64_t OC = f.p.oc, ICg = f.ICg, KS = f.KS;
-#pragma omp parallel for schedule(static)
-    for (int64_t oc = 0; oc < OC; ++oc)
-        for (int64_t ic = 0; ic < ICg; ++ic)
-            for (int64_t ks = 0; ks < KS; ++ks) {
-                const int64_t cf = (oc * ICg + ic) * KS + ks, cl = (oc * KS + ks) * ICg + ic;
-                if (to_cl) to[cl] = from[cf];
-                else to[cf] = from[cl];
-            }
-}
 
 TensorView view_as(const TensorView& like, void* data, Layout layout) {
     return TensorView::with_layout(data, like.dtype, like.sizes, layout, like.device);
@@ -647,15 +388,6 @@ void backward_weights(const F64Plan& f, const ConvArgs& a) {
 
 }  // namespace
 
-std::shared_ptr<F64Plan> make_f64_plan(const ConvProblem& p) {
-    const int64_t lim = INT32_MAX;  // cblas takes int sizes
-    auto f = std::make_shared<F64Plan>(p);
-    if (f->K > lim || f->OS * std::max(p.ic, p.oc) > lim || f->IS * std::max(p.ic, p.oc) > lim)
-        throw Error(ErrorKind::unsupported, "cpu backend: f64 problem " + p.str() +
-                                                " is too large for the BLAS interface (sizes above 2^31)");
-    return f;
-}
-
 void run_f64_plan(const F64Plan& plan, const ConvProblem& p, const ConvArgs& args) {
     (void)p;
     switch (plan.p.dir) {
@@ -663,15 +395,6 @@ void run_f64_plan(const F64Plan& plan, const ConvProblem& p, const ConvArgs& arg
         case Direction::bwd_d: backward_data(plan, args); break;
         case Direction::bwd_w: backward_weights(plan, args); break;
     }
-}
-
-PlanInfo f64_plan_info(const F64Plan& plan) {
-    PlanInfo info;
-    info.impl = plan.direct ? "f64:gemm(openblas)" : "f64:im2col+gemm(openblas)";
-    info.src_format = info.dst_format = plan.cl ? "channels_last" : "channels_first";
-    info.wei_format = plan.cl ? "O(D)HWI" : "OI(D)HW";
-    info.own_epilogue = plan.p.n_post_ops > 0 || plan.p.with_bias;
-    return info;
 }
 
 }  // namespace convkit::cpu

@@ -4,10 +4,10 @@
 #include <omp.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/env.hpp"
 #include "cpu/cpu_internal.hpp"
 
 namespace convkit::cpu {
@@ -52,9 +52,9 @@ bool native_kernels(dnnl::memory::data_type dt) {
 
 static std::atomic<int>& policy_slot() {
     static std::atomic<int> slot{[] {
-        const char* e = std::getenv("CONVKIT_CPU_WIDE");
-        if (!e || !*e || !std::strcmp(e, "auto")) return static_cast<int>(WidePolicy::automatic);
-        return static_cast<int>(std::strcmp(e, "0") == 0 ? WidePolicy::never : WidePolicy::always);
+        // Unset, empty or "auto": automatic; "0": never; anything else: always.
+        const int m = core::env::mode("CONVKIT_CPU_WIDE", -1);
+        return static_cast<int>(m < 0 ? WidePolicy::automatic : m == 0 ? WidePolicy::never : WidePolicy::always);
     }()};
     return slot;
 }

@@ -15,8 +15,9 @@
 #include <cstring>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "core/env.hpp"
 #include "cpu/cpu_internal.hpp"
-#include "cpu/dnnl_common.hpp"
+#include "cpu/dnnl_convert.hpp"
 
 namespace convkit::cpu {
 
@@ -28,10 +29,8 @@ namespace {
 
 int64_t split_limit() {
     static const int64_t limit = [] {
-        const char* e = std::getenv("CONVKIT_CPU_SPLIT");
-        if (!e) return kMaxF32Terms;
-        const long long v = std::atoll(e);
-        return v <= 0 ? int64_t(0) : static_cast<int64_t>(v);
+        const int64_t v = core::env::integer("CONVKIT_CPU_SPLIT", kMaxF32Terms);
+        return v <= 0 ? int64_t(0) : v;
     }();
     return limit;
 }
@@ -60,8 +59,10 @@ void store(float* out, const double* acc, int64_t n) {
 struct SplitPiece {
     int sub = 0;
     int64_t n0 = 0;                      // first image
-    int64_t in0[3] = {0, 0, 0};          // bwd_w: first input position of the region, per spatial dim
-    int64_t out0[3] = {0, 0, 0};         // bwd_w: first output position
+    // bwd_w by position: the region's first input and output positions, (d, h, w) as in
+    // core::Spatial3 (0 in the dims a 1D / 2D problem lacks).
+    int64_t in0[3] = {0, 0, 0};
+    int64_t out0[3] = {0, 0, 0};
     int64_t oc0 = 0;                     // bwd_d: first output channel
 };
 
@@ -175,13 +176,13 @@ bool plan_bwd_w(SplitPlan& s, int64_t limit) {
                         o0 = a;
                         o1 = std::min(a + rows, p.out[j]);
                     }
-                    piece.out0[i] = o0;
+                    piece.out0[core::Spatial3::at(nsp, i)] = o0;
                     if (i > j) continue;  // whole dim: the problem's own extent and padding
                     const int64_t lo = o0 * p.stride[i] - p.padding_l[i];
                     const int64_t hi = (o1 - 1) * p.stride[i] - p.padding_l[i] + (p.k[i] - 1) * p.dilation[i];
                     const int64_t i0 = std::max<int64_t>(0, lo), i1 = std::min(p.in[i] - 1, hi);
                     if (i1 < i0) return false;  // outputs that see only padding: not split
-                    piece.in0[i] = i0;
+                    piece.in0[core::Spatial3::at(nsp, i)] = i0;
                     q.in[i] = i1 - i0 + 1;
                     q.out[i] = o1 - o0;
                     q.padding_l[i] = i0 - lo;
@@ -287,8 +288,8 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
         r.execute(strm, from, into);
         strm.wait();
     };
-    int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1};
-    for (int i = 0; i < nsp; ++i) in[3 - nsp + i] = p.in[i], out[3 - nsp + i] = p.out[i];
+    const core::Spatial3 geo = p.spatial3();
+    const int64_t *in = geo.in, *out = geo.out;
     const int64_t img_in = p.ic * prod(p.in, nsp), img_out = p.oc * prod(p.out, nsp);
     bool first = true;
     for (const SplitPiece& piece : s.pieces) {
@@ -301,18 +302,15 @@ void run_bwd_w(SplitPlan& s, const ConvArgs& args) {
             a.src.data = src + piece.n0 * img_in;
             a.dst.data = ddst + piece.n0 * img_out;
         } else {
-            int64_t i0[3] = {0, 0, 0}, o0[3] = {0, 0, 0}, qin[3] = {1, 1, 1};
-            for (int i = 0; i < nsp; ++i) {
-                const int k = 3 - nsp + i;
-                i0[k] = piece.in0[i], o0[k] = piece.out0[i], qin[k] = q.in[i];
-            }
+            const int64_t *i0 = piece.in0, *o0 = piece.out0;
             float* const s0 = src + piece.n0 * img_in;
             float* const d0 = ddst + piece.n0 * img_out;
             if (s.src_cf) {
                 reorder_region(sub.src_in, sub.src_view, q, false, s0, in, i0, gathered);
                 a.src.data = gathered;
             } else if (s.gather_src) {
-                gather_rows(gathered, s0, p.ic, in, i0, qin);
+                const core::Spatial3 box = q.spatial3();
+                gather_rows(gathered, s0, p.ic, in, i0, box.in);
                 a.src.data = gathered;
             } else {
                 a.src.data = s0 + ((i0[0] * in[1] + i0[1]) * in[2] + i0[2]) * p.ic;
