@@ -3,27 +3,19 @@
 // the fused (cuDNN graph) and unfused (our epilogue kernel) paths, both layouts, f32 (strict and
 // TF32), f16, bf16, f64; plus streams and events, external streams, out-of-memory, determinism,
 // the plan cache and the tune file. Every test skips when no CUDA device is visible (CI).
-//
-// With CONVKIT_TORCH_CHECK_DIR set, TorchCheck.Dump also writes the ResNet-50 and MobileNet v2
-// depthwise layers' inputs and cuda outputs as .npy for bench/compare_torch_gpu.py --check; with
-// CONVKIT_CUDA_NET set, CudaPerf.Network times a batch file's layers (first call and steady state)
-// for the same script.
+// Timings and the layer dump for the PyTorch comparison are bench/cuda_layers, not tests.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "cli_common.hpp"
 #include "convkit/convkit.hpp"
-#include "desc.hpp"
-#include "npy.hpp"
 #ifdef CONVKIT_WITH_CUDA
 #include "cuda/cuda_api.hpp"
 #endif
@@ -584,43 +576,6 @@ TEST(Cuda, ZeroBatchAndErrors) {
 // Host cost of a cached tiny convolution (1x16x8x8, 16 filters 3x3, pad 1): enqueue-only time per
 // call (host overhead) and per-call time with the GPU in the loop. Informational, no threshold:
 // the machines are shared and timings are noisy.
-TEST(CudaPerf, TinyOverhead) {
-    SKIP_WITHOUT_GPU();
-    if (!std::getenv("CONVKIT_CUDA_PERF")) GTEST_SKIP() << "set CONVKIT_CUDA_PERF=1 to time";
-#ifdef CONVKIT_WITH_CUDA
-    for (bool direct : {true, false}) {
-        cuda::set_direct_max_macs(direct ? int64_t(1) << 20 : 0);
-        clear_cache(Engine::cuda);
-        for (bool bias : {false, true})
-            for (bool nhwc : {false, true}) {
-                Case c = Case().spatial(2, 8, 3).channels(16, 16).batch(1).pad({1}).with_bias(bias).nhwc(nhwc);
-                Tensors g = make(c, Device::cuda(0));
-                Stream s = Stream::cuda(0);
-                for (int i = 0; i < 200; ++i) run(c, g, Engine::cuda, s);
-                s.synchronize();
-                auto now = [] {
-                    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
-                };
-                const int enq = 200, thr = 5000;
-                double t0 = now();
-                for (int i = 0; i < enq; ++i) run(c, g, Engine::cuda, s);
-                const double host = (now() - t0) / enq;
-                s.synchronize();
-                t0 = now();
-                for (int i = 0; i < thr; ++i) run(c, g, Engine::cuda, s);
-                s.synchronize();
-                const double per = (now() - t0) / thr;
-                const cuda::PlanInfo info = cuda::last_plan();
-                std::printf("[          ] tiny %s%s: host enqueue %.2f us/call, with GPU %.2f us/call (%s%s)\n",
-                            nhwc ? "nhwc" : "nchw", bias ? " +bias" : "", host, per, info.engine_name.c_str(),
-                            info.fused ? " fused" : "");
-            }
-    }
-    cuda::set_direct_max_macs(0);
-    clear_cache(Engine::cuda);
-#endif
-}
-
 TEST(CudaDirect, SmallForwardProblems) {
     SKIP_WITHOUT_GPU();
 #ifdef CONVKIT_WITH_CUDA
@@ -722,189 +677,6 @@ TEST(CudaSplitDgrad, AutotuneAndTuneFile) {
     clear_cache(Engine::cuda);
     std::remove(path.c_str());
 #endif
-}
-
-// ---------------------------------------------------------------------------------------------
-// Network timing for bench/compare_torch_gpu.py: skipped unless CONVKIT_CUDA_NET names a batch
-// file. Per layer and direction: the wall time of the first call (plan building: heuristics,
-// autotuning or the tune file; plus the run and a synchronize), then the mean of 20 back-to-back
-// calls after 3 warm-ups, as compare_torch_gpu.py times PyTorch. Tensors are filled on the device
-// (`convkit bench` fills mb-256 tensors from host-generated values, which takes minutes).
-// Settings: CONVKIT_CUDA_NET_MB (32), CONVKIT_CUDA_NET_DT (bf16), CONVKIT_CUDA_NET_TAG (nhwc),
-// CONVKIT_CUDA_NET_DIRS (fwd,bwd_d,bwd_w), and the library's CONVKIT_ALLOW_TF32,
-// CONVKIT_CUDA_AUTOTUNE, CONVKIT_CUDA_TUNE_FILE. Output lines:
-//   netperf <layer> <dir> first_ms <x> steady_ms <y> <engine>
-//   netperf total <dir> first_ms <sum> steady_ms <sum>
-
-Case case_of(const tools::ConvDesc& d) {
-    Case c;
-    c.nsp = d.ndims;
-    c.mb = d.mb;
-    c.ic = d.ic;
-    c.oc = d.oc;
-    c.g = d.g;
-    Dims st, pl, pr, dl;
-    for (int i = 3 - d.ndims; i < 3; ++i) {
-        c.in[i - (3 - d.ndims)] = d.in[i];
-        c.k[i - (3 - d.ndims)] = d.k[i];
-        st.push_back(d.stride[i]);
-        pl.push_back(d.padding_l[i]);
-        pr.push_back(std::max<int64_t>(0, d.padding_r[i]));  // benchdnn's -1 end padding: same output
-        dl.push_back(d.dilation[i]);
-    }
-    return c.strides(st).pad(pl, pr).dilate(dl);
-}
-
-// The tensors of `c` on the GPU: 2^20 host-generated values, then repeated by device copies.
-Tensors make_on_device(const Case& c) {
-    Tensors t;
-    const Device dev = Device::cuda(0);
-    t.src = Tensor(c.dt, c.src_dims(), c.layout, dev);
-    t.wei = Tensor(c.dt, c.wei_dims(), c.wei_layout, dev);
-    t.dst = Tensor(c.dt, output_shape(c.src_dims(), c.wei_dims(), c.params()), c.layout, dev);
-    uint64_t seed = 31;
-    for (const Tensor* x : {&t.src, &t.wei, &t.dst}) {
-        const int64_t n = x->numel(), chunk = std::min<int64_t>(n, int64_t(1) << 20);
-        const std::size_t es = x->nbytes() / static_cast<std::size_t>(n);
-        auto at = [&](int64_t i, int64_t m) {
-            return TensorView(static_cast<char*>(x->data()) + static_cast<std::size_t>(i) * es, c.dt, Dims{m}, dev);
-        };
-        from_host_f64(at(0, chunk), random_values(chunk, -1, 1, seed++, c.dt));
-        for (int64_t done = chunk; done < n;) {
-            const int64_t m = std::min(done, n - done);
-            copy(at(done, m), at(0, m));
-            done += m;
-        }
-    }
-    return t;
-}
-
-std::string env_or(const char* name, const char* dflt) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : dflt;
-}
-
-TEST(CudaPerf, Network) {
-    SKIP_WITHOUT_GPU();
-    const std::string net = env_or("CONVKIT_CUDA_NET", "");
-    if (net.empty()) GTEST_SKIP() << "set CONVKIT_CUDA_NET=<batch file> to time a network's layers";
-#ifdef CONVKIT_WITH_CUDA
-    const int64_t mb = std::atoll(env_or("CONVKIT_CUDA_NET_MB", "32").c_str());
-    const DType dt = dtype_from_string(env_or("CONVKIT_CUDA_NET_DT", "bf16"));
-    const std::string tag = env_or("CONVKIT_CUDA_NET_TAG", "nhwc");
-    const bool nhwc = tag == "nhwc" || tag == "nwc" || tag == "ndhwc";
-    std::vector<Dir> dirs;
-    {
-        const std::string list = env_or("CONVKIT_CUDA_NET_DIRS", "fwd,bwd_d,bwd_w") + ",";
-        std::string cur;
-        for (char ch : list) {
-            if (ch != ',') {
-                cur += ch;
-                continue;
-            }
-            if (cur == "fwd") dirs.push_back(Dir::fwd);
-            else if (cur == "bwd_d") dirs.push_back(Dir::bwd_d);
-            else if (cur == "bwd_w") dirs.push_back(Dir::bwd_w);
-            else if (!cur.empty()) FAIL() << "CONVKIT_CUDA_NET_DIRS: unknown direction '" << cur << "'";
-            cur.clear();
-        }
-    }
-    // check() and other tests may have changed the switches: back to what the environment says.
-    set_allow_tf32(env_or("CONVKIT_ALLOW_TF32", "1") != "0");
-    auto now = [] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
-    Stream s = Stream::cuda(0);
-    // Warm the library (context, cuDNN handle, lazily loaded modules) on an unrelated shape, as the
-    // PyTorch script does, so that first calls count plan building and the run only.
-    {
-        Case w = Case().spatial(2, 9, 3).channels(8, 8);
-        Tensors t = make(w, Device::cuda(0));
-        run(w, t, Engine::cuda, s).wait();
-    }
-    std::string path = net;
-    if (!std::ifstream(path).good()) path = std::string(CONVKIT_SOURCE_DIR) + "/" + net;
-    std::map<int, double> first_total, steady_total;
-    for (tools::ConvDesc d : tools::read_batch_file(path)) {
-        if (mb > 0) d.mb = mb;
-        Case c = case_of(d).dtype(dt).nhwc(nhwc);
-        Tensors t = make_on_device(c);
-        s.synchronize();
-        std::map<int, double> first;
-        std::map<int, std::string> engine;
-        for (Dir dir : dirs) {
-            c.direction(dir);
-            const double t0 = now();
-            run(c, t, Engine::cuda, s);
-            s.synchronize();
-            first[static_cast<int>(dir)] = now() - t0;
-            engine[static_cast<int>(dir)] = cuda::last_plan().engine_name;
-        }
-        for (Dir dir : dirs) {
-            c.direction(dir);
-            for (int i = 0; i < 3; ++i) run(c, t, Engine::cuda, s);
-            s.synchronize();
-            const int iters = 20;
-            const double t0 = now();
-            for (int i = 0; i < iters; ++i) run(c, t, Engine::cuda, s);
-            s.synchronize();
-            const double steady = (now() - t0) / iters;
-            const int k = static_cast<int>(dir);
-            first_total[k] += first[k];
-            steady_total[k] += steady;
-            std::printf("netperf %s %s first_ms %.3f steady_ms %.5f %s\n", d.name.c_str(), name(dir), first[k], steady,
-                        engine[k].c_str());
-        }
-        std::fflush(stdout);
-    }
-    for (Dir dir : dirs) {
-        const int k = static_cast<int>(dir);
-        std::printf("netperf total %s first_ms %.2f steady_ms %.4f\n", name(dir), first_total[k], steady_total[k]);
-    }
-    const cuda::PlanCounters pc = cuda::plan_counters();
-    std::printf("netperf plans fused %llu unfused %llu direct %llu split %llu tuned %llu loaded %llu\n",
-                static_cast<unsigned long long>(pc.fused), static_cast<unsigned long long>(pc.unfused),
-                static_cast<unsigned long long>(pc.direct), static_cast<unsigned long long>(pc.split),
-                static_cast<unsigned long long>(pc.tuned), static_cast<unsigned long long>(pc.loaded));
-#endif
-}
-
-// ---------------------------------------------------------------------------------------------
-// Network layers dumped for the PyTorch comparison (bench/compare_torch_gpu.py --check DIR).
-
-TEST(TorchCheck, Dump) {
-    SKIP_WITHOUT_GPU();
-    const char* dir = std::getenv("CONVKIT_TORCH_CHECK_DIR");
-    if (!dir || !*dir) GTEST_SKIP() << "set CONVKIT_TORCH_CHECK_DIR to dump layers for bench/compare_torch_gpu.py --check";
-    const std::string out = dir;
-    std::ofstream manifest(out + "/manifest.txt");
-    set_allow_tf32(false);
-    int n = 0;
-    // U-Net at mb 1 (its layers are large: ~6 GB of .npy files in all).
-    const std::pair<const char*, int64_t> batches[] = {
-        {"inputs/resnet_50", 2}, {"inputs/mobilenet_v1", 2}, {"inputs/mobilenet_v2", 2}, {"inputs/unet_3d", 1}};
-    for (const auto& [batch, batch_mb] : batches) {
-        // The build's source path, or the working directory (the GPU machine runs a copied tree).
-        std::string path = std::string(CONVKIT_SOURCE_DIR) + "/" + batch;
-        if (!std::ifstream(path).good()) path = batch;
-        for (tools::ConvDesc d : tools::read_batch_file(path)) {
-            d.mb = batch_mb;
-            for (DType dt : {DType::f32, DType::bf16}) {
-                Case c = case_of(d).dtype(dt).nhwc(dt == DType::bf16);
-                const Dims st = c.stride, pl = c.padding_l, dl = c.dilation;
-                for (Dir dirn : {Dir::fwd, Dir::bwd_d, Dir::bwd_w}) {
-                    c.direction(dirn);
-                    Tensors g = make(c, Device::cuda(0));
-                    run(c, g, Engine::cuda).wait();
-                    const std::string stem = out + "/" + std::to_string(n++);
-                    tools::write_npy(stem + "_src.npy", tools::npy_from_tensor(g.src));
-                    tools::write_npy(stem + "_wei.npy", tools::npy_from_tensor(g.wei));
-                    tools::write_npy(stem + "_dst.npy", tools::npy_from_tensor(g.dst));
-                    manifest << stem << " " << d.name << " " << name(dirn) << " " << to_string(dt) << " " << d.g << " "
-                             << st[st.rank() - 1] << " " << pl[pl.rank() - 1] << " " << dl[dl.rank() - 1] << "\n";
-                }
-            }
-        }
-    }
-    set_allow_tf32(true);
 }
 
 }  // namespace

@@ -84,6 +84,31 @@ Desc make_pointwise_desc(const PointwiseSpec& p) {
     return d;
 }
 
+// The descriptor type and attribute names of the convolution node of each direction: x, w and y
+// are src/weights/dst, diff_src/weights/diff_dst (bwd_d) or src/diff_weights/diff_dst (bwd_w).
+struct ConvOpNames {
+    cudnnBackendDescriptorType_t type;
+    cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
+    const char* finalize;
+};
+
+#define CONVKIT_CONV_OP(TYPE, ATTR, X, W, Y, WHAT)                                                              \
+    ConvOpNames {                                                                                              \
+        CUDNN_BACKEND_OPERATION_CONVOLUTION_##TYPE##_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_##ATTR##_##X,   \
+            CUDNN_ATTR_OPERATION_CONVOLUTION_##ATTR##_##W, CUDNN_ATTR_OPERATION_CONVOLUTION_##ATTR##_##Y,       \
+            CUDNN_ATTR_OPERATION_CONVOLUTION_##ATTR##_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_##ATTR##_ALPHA, \
+            CUDNN_ATTR_OPERATION_CONVOLUTION_##ATTR##_BETA, "cudnnBackendFinalize(convolution " WHAT ")"        \
+    }
+
+const ConvOpNames& conv_op_names(core::Direction dir) {
+    static const ConvOpNames fwd = CONVKIT_CONV_OP(FORWARD, FORWARD, X, W, Y, "forward");
+    static const ConvOpNames bwd_d = CONVKIT_CONV_OP(BACKWARD_DATA, BWD_DATA, DX, W, DY, "backward data");
+    static const ConvOpNames bwd_w = CONVKIT_CONV_OP(BACKWARD_FILTER, BWD_FILTER, X, DW, DY, "backward filter");
+    return dir == core::Direction::fwd ? fwd : dir == core::Direction::bwd_d ? bwd_d : bwd_w;
+}
+
+#undef CONVKIT_CONV_OP
+
 }  // namespace
 
 std::vector<int64_t> graph_uids(const GraphSpec& g) {
@@ -118,37 +143,13 @@ Graph build_graph(cudnnHandle_t handle, const GraphSpec& g) {
     conv.finalize("cudnnBackendFinalize(convolution)");
 
     std::vector<Desc> ops;
-    if (g.dir == core::Direction::fwd) {
-        Desc op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-        op.set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv);
-        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0, g.double_scalars);
-        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, g.beta, g.double_scalars);
-        op.finalize("cudnnBackendFinalize(convolution forward)");
-        ops.push_back(std::move(op));
-    } else if (g.dir == core::Direction::bwd_d) {
-        Desc op(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
-        op.set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, x)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, w)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, y)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, conv);
-        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, 1.0, g.double_scalars);
-        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, 0.0, g.double_scalars);
-        op.finalize("cudnnBackendFinalize(convolution backward data)");
-        ops.push_back(std::move(op));
-    } else {
-        Desc op(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-        op.set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, x)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, w)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, y)
-            .set_desc(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, conv);
-        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, 1.0, g.double_scalars);
-        set_scalar(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, 0.0, g.double_scalars);
-        op.finalize("cudnnBackendFinalize(convolution backward filter)");
-        ops.push_back(std::move(op));
-    }
+    const ConvOpNames& names = conv_op_names(g.dir);
+    Desc conv_op(names.type);
+    conv_op.set_desc(names.x, x).set_desc(names.w, w).set_desc(names.y, y).set_desc(names.conv, conv);
+    set_scalar(conv_op, names.alpha, 1.0, g.double_scalars);
+    set_scalar(conv_op, names.beta, g.dir == core::Direction::fwd ? g.beta : 0.0, g.double_scalars);  // bwd: 0
+    conv_op.finalize(names.finalize);
+    ops.push_back(std::move(conv_op));
 
     // Pointwise chain: each node reads the previous node's output; the last writes the real y.
     const Desc* prev = &y;
@@ -394,10 +395,10 @@ int64_t plan_workspace(const Desc& plan) {
     return ws;
 }
 
-Desc make_variant_pack(const std::vector<int64_t>& uids, const std::vector<void*>& ptrs, void* workspace) {
+Desc make_variant_pack(const int64_t* uids, void* const* ptrs, int64_t n, void* workspace) {
     Desc vp(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-    vp.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, static_cast<int64_t>(ptrs.size()), ptrs.data())
-        .set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, static_cast<int64_t>(uids.size()), uids.data())
+    vp.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs)
+        .set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids)
         .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
     vp.finalize("cudnnBackendFinalize(variant pack)");
     return vp;

@@ -115,7 +115,7 @@ Desc make_plan_from_json(cudnnHandle_t handle, const std::string& json, std::str
 std::string plan_json(const Desc& plan);
 int64_t plan_workspace(const Desc& plan);
 
-// A finalized variant pack for one set of pointers.
-Desc make_variant_pack(const std::vector<int64_t>& uids, const std::vector<void*>& ptrs, void* workspace);
+// A finalized variant pack for one set of pointers: ptrs[i] is the tensor of unique id uids[i].
+Desc make_variant_pack(const int64_t* uids, void* const* ptrs, int64_t n, void* workspace);
 
 }  // namespace convkit::cuda

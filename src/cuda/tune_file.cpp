@@ -4,7 +4,7 @@
 //   E <engine index> <knob count> <type> <value> ...
 //   J <byte count>
 //   <that many bytes of plan JSON>
-// Keys already carry the cuDNN version, GPU name and compute capability (see backend.cpp), so a
+// Keys already carry the cuDNN version, GPU name and compute capability (see engine_choice.cpp), so a
 // file copied to another machine or kept across a cuDNN upgrade is simply not matched.
 #include "cuda/tune_file.hpp"
 

@@ -118,9 +118,8 @@ template <typename F> inline void for_each_tap(const core::Spatial3& g, int64_t 
     }
 }
 
-template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
-    using Tr = Traits<T>;
-    using A = typename Tr::acc;
+template <typename T, typename Tr = Traits<T>, typename A = typename Traits<T>::acc>
+void forward(const ConvProblem& p, const ConvArgs& a) {
     const core::Spatial3 g = p.spatial3();
     const V5<T> src(a.src, p.nsp), wei(a.weights, p.nsp), dst(a.dst, p.nsp);
     const T* bias = a.bias.defined() ? static_cast<const T*>(a.bias.data) : nullptr;
@@ -179,9 +178,8 @@ template <typename T> void forward(const ConvProblem& p, const ConvArgs& a) {
         }
 }
 
-template <typename T> void backward_data(const ConvProblem& p, const ConvArgs& a) {
-    using Tr = Traits<T>;
-    using A = typename Tr::acc;
+template <typename T, typename Tr = Traits<T>, typename A = typename Traits<T>::acc>
+void backward_data(const ConvProblem& p, const ConvArgs& a) {
     const core::Spatial3 g = p.spatial3();
     const V5<T> dsrc(a.src, p.nsp), wei(a.weights, p.nsp), ddst(a.dst, p.nsp);
     const int64_t OCG = p.ocg(), ICG = p.icg();
@@ -224,9 +222,8 @@ template <typename T> void backward_data(const ConvProblem& p, const ConvArgs& a
         }
 }
 
-template <typename T> void backward_weights(const ConvProblem& p, const ConvArgs& a) {
-    using Tr = Traits<T>;
-    using A = typename Tr::acc;
+template <typename T, typename Tr = Traits<T>, typename A = typename Traits<T>::acc>
+void backward_weights(const ConvProblem& p, const ConvArgs& a) {
     const core::Spatial3 g = p.spatial3();
     const V5<T> src(a.src, p.nsp), dwei(a.weights, p.nsp), ddst(a.dst, p.nsp);
     const int64_t OCG = p.ocg(), ICG = p.icg();
