@@ -1,0 +1,529 @@
+// The convolution functions of the Python API: conv1d/2d/3d, conv_backward_data,
+// conv_backward_weights, prepack_weights. Each imports its tensors (zero-copy), normalises the
+// arguments, allocates outputs that were not given (in the input's memory format, on its device),
+// and runs the library call with the GIL released. Nothing is written into a caller's buffer
+// before every check has passed (the library validates before it writes; the checks here run
+// before the library is called).
+#include <memory>
+#include <string>
+
+#include "args.hpp"
+#include "common.hpp"
+
+namespace ckpy {
+
+namespace {
+
+struct PackedObj {
+    convkit::PackedWeights packed;
+    convkit::Device device;
+};
+
+const convkit::Stream& cpu_stream() {
+    static const convkit::Stream s;
+    return s;
+}
+
+const std::vector<convkit::Event>& no_deps() {
+    static const std::vector<convkit::Event> d;
+    return d;
+}
+
+PyTypeObject* g_packed_type = nullptr;
+
+std::string sizes_str(const convkit::TensorView& v, int ndim) {
+    if (ndim == 0) return "[]";
+    return v.sizes.str();
+}
+
+void agree(const char* fn, const char* name, const convkit::TensorView& v, const char* ref_name,
+           const convkit::TensorView& ref) {
+    if (v.dtype != ref.dtype)
+        invalid(std::string(fn) + ": " + name + " has dtype " + dtype_name(v.dtype) + " but " + ref_name +
+                " has dtype " + dtype_name(ref.dtype) + " (all tensors must share one dtype)");
+    if (v.device != ref.device)
+        invalid(std::string(fn) + ": " + name + " is on " + v.device.str() + " but " + ref_name + " is on " +
+                ref.device.str());
+}
+
+// An unbatched (C, spatial...) view as (1, C, spatial...).
+convkit::TensorView add_batch(const convkit::TensorView& v) {
+    convkit::TensorView b = v;
+    convkit::Dims sz, st;
+    sz.push_back(1);
+    st.push_back(v.rank() ? v.sizes[0] * v.strides[0] : 1);
+    for (int i = 0; i < v.rank(); ++i) {
+        sz.push_back(v.sizes[i]);
+        st.push_back(v.strides[i]);
+    }
+    b.sizes = sz;
+    b.strides = st;
+    return b;
+}
+
+convkit::TensorView drop_batch(const convkit::TensorView& v) {
+    convkit::TensorView b = v;
+    convkit::Dims sz, st;
+    for (int i = 1; i < v.rank(); ++i) {
+        sz.push_back(v.sizes[i]);
+        st.push_back(v.strides[i]);
+    }
+    b.sizes = sz;
+    b.strides = st;
+    return b;
+}
+
+convkit::Layout format_of(const convkit::TensorView& v) {
+    return v.rank() >= 3 && v.layout() == convkit::Layout::channels_last ? convkit::Layout::channels_last
+                                                                          : convkit::Layout::channels_first;
+}
+
+convkit::Dims forward_shape(const convkit::Dims& src, const convkit::Dims& wei, const convkit::ConvParams& p) {
+    try {
+        return convkit::output_shape(src, wei, p);
+    } catch (const convkit::Error& e) {
+        std::string msg = e.what();
+        const std::string from = "output_shape:";
+        if (msg.compare(0, from.size(), from) == 0) msg = "convolution_forward:" + msg.substr(from.size());
+        throw convkit::Error(e.kind(), msg);
+    }
+}
+
+void no_stream_on_cpu(const char* fn, py::handle stream, const convkit::TensorView& v) {
+    if (!is_none(stream) && v.device.is_cpu())
+        invalid(std::string(fn) + ": stream= applies to CUDA tensors; the tensors are on cpu");
+}
+
+// An output: the caller's `out` (its view, batched if the call is unbatched), or a new tensor.
+struct Output {
+    ArgTensor arg;
+    bool given = false;
+    std::shared_ptr<convkit::Tensor> owned;
+    convkit::TensorView view;  // what the library writes (batched)
+
+    void import(py::handle out, const char* fn, const char* name, CallStream& cs) {
+        given = !is_none(out);
+        if (!given) return;
+        ImportOptions opt;
+        opt.writable = true;
+        import_tensor(arg, out, fn, name, opt, &cs);
+    }
+    // `sizes` batched; `unbatched`: the caller's out has no batch dimension.
+    void prepare(const char* fn, const char* name, const convkit::Dims& sizes, bool unbatched, convkit::DType dt,
+                 convkit::Layout layout, convkit::Device dev) {
+        if (given) {
+            convkit::Dims want = sizes;
+            if (unbatched) {
+                want = convkit::Dims();
+                for (int i = 1; i < sizes.rank(); ++i) want.push_back(sizes[i]);
+            }
+            if (arg.ndim != want.rank() || arg.view.sizes != want)
+                invalid(std::string(fn) + ": " + name + " has shape " + sizes_str(arg.view, arg.ndim) +
+                        " but the result has shape " + want.str());
+            view = unbatched ? add_batch(arg.view) : arg.view;
+            return;
+        }
+        owned = std::make_shared<convkit::Tensor>(dt, sizes, layout, dev);
+        view = owned->view();
+    }
+    // The Python result: out's own object (a convkit.Tensor view of it) or the new tensor.
+    py::object result(py::handle out, bool unbatched, const CallStream& cs, const convkit::Event& ev) {
+        TensorObj* t;
+        py::object obj;
+        if (given) {
+            obj = tensor_from_arg(arg, out);
+            t = py::cast<TensorObj*>(obj);
+        } else {
+            t = new TensorObj;
+            t->view = unbatched ? drop_batch(owned->view()) : owned->view();
+            t->owner = std::move(owned);
+            obj = wrap_tensor(t);
+        }
+        if (t->view.device.is_cuda() && cs.resolved) {
+            t->has_stream = true;
+            t->stream = cs.handle;
+            t->ready = ev;
+        }
+        return obj;
+    }
+};
+
+const convkit::Stream& call_stream(CallStream& cs, const convkit::TensorView& v, const char* fn) {
+    (void)fn;
+    return v.device.is_cuda() ? resolve_stream(cs, v.device) : cpu_stream();
+}
+
+void check_sum_has_out(const convkit::PostOps& ops, bool have_out, const char* fn) {
+    if (!have_out && ops.has_sum())
+        invalid(std::string(fn) + ": post-op 'sum' adds the destination's previous contents; pass out= (a new result "
+                "has no previous contents)");
+}
+
+void agree_operands(const convkit::PostOps& ops, const char* fn, const convkit::TensorView& ref) {
+    for (const convkit::PostOp& op : ops)
+        if (op.kind == convkit::PostOp::Kind::binary) agree(fn, "the post-op operand", op.operand, "input", ref);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+py::object forward(int nsp, const char* fn, py::handle input, py::handle weight, py::handle bias, py::handle stride,
+                   py::handle padding, py::handle dilation, py::handle groups, py::handle padding_l,
+                   py::handle padding_r, py::handle post_ops, py::handle out, py::handle engine,
+                   py::handle deterministic, py::handle stream) {
+    CallStream cs;
+    cs.user = stream;
+    cs.first = input;
+    ArgTensor x;
+    import_tensor(x, input, fn, "input", ImportOptions{}, &cs);
+    if (x.ndim != nsp + 1 && x.ndim != nsp + 2)
+        invalid("Expected " + std::to_string(nsp + 1) + "D (unbatched) or " + std::to_string(nsp + 2) +
+                "D (batched) input to " + fn + ", but got input of size: " + sizes_str(x.view, x.ndim));
+    const bool unbatched = x.ndim == nsp + 1;
+
+    ArgTensor w;
+    const PackedObj* pk = nullptr;
+    convkit::Dims wsizes;
+    if (g_packed_type && Py_TYPE(weight.ptr()) == g_packed_type) {
+        pk = py::cast<const PackedObj*>(weight);
+        wsizes = pk->packed.sizes();
+        if (pk->packed.dtype() != x.view.dtype)
+            invalid(std::string(fn) + ": the packed weight has dtype " + dtype_name(pk->packed.dtype()) +
+                    " but input has dtype " + dtype_name(x.view.dtype));
+        if (pk->device != x.view.device)
+            invalid(std::string(fn) + ": the packed weight is on " + pk->device.str() + " but input is on " +
+                    x.view.device.str());
+    } else {
+        import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
+        if (w.ndim != nsp + 2)
+            invalid(std::string(fn) + ": weight must have " + std::to_string(nsp + 2) +
+                    " dimensions (out_channels, in_channels / groups, kernel...), got shape " +
+                    sizes_str(w.view, w.ndim));
+        agree(fn, "weight", w.view, "input", x.view);
+        wsizes = w.view.sizes;
+    }
+    ArgTensor b;
+    if (!is_none(bias)) {
+        import_tensor(b, bias, fn, "bias", ImportOptions{}, &cs);
+        if (b.ndim != 1)
+            invalid(std::string(fn) + ": bias must have 1 dimension (out_channels), got shape " + sizes_str(b.view, b.ndim));
+        agree(fn, "bias", b.view, "input", x.view);
+    }
+    convkit::ConvParams prm;
+    parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, wsizes);
+    convkit::PostOps ops;
+    Operands operands;
+    parse_post_ops(ops, operands, post_ops, fn, cs);
+    broadcast_operands(ops, nsp + 2);
+    agree_operands(ops, fn, x.view);
+    convkit::ConvOptions opt;
+    opt.engine = parse_engine(engine);
+    opt.deterministic = parse_optional_bool(deterministic);
+
+    Output o;
+    o.import(out, fn, "out", cs);
+    if (o.given) agree(fn, "out", o.arg.view, "input", x.view);
+    no_stream_on_cpu(fn, stream, x.view);
+    check_sum_has_out(ops, o.given, fn);
+
+    const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
+    const convkit::Dims osz = forward_shape(src.sizes, wsizes, prm);
+    o.prepare(fn, "out", osz, unbatched, src.dtype, format_of(src), src.device);
+    const convkit::Stream& s = call_stream(cs, src, fn);
+    convkit::Event ev;
+    {
+        py::gil_scoped_release nogil;
+        if (pk)
+            ev = convkit::convolution_forward(o.view, src, pk->packed, b.view, prm, ops, s, no_deps(), opt);
+        else
+            ev = convkit::convolution_forward(o.view, src, w.view, b.view, prm, ops, s, no_deps(), opt);
+    }
+    return o.result(out, unbatched, cs, ev);
+}
+
+py::object backward_data(py::handle grad_output, py::handle weight, py::handle input_size, py::handle stride,
+                         py::handle padding, py::handle dilation, py::handle groups, py::handle padding_l,
+                         py::handle padding_r, py::handle out, py::handle engine, py::handle deterministic,
+                         py::handle stream) {
+    const char* fn = "conv_backward_data";
+    CallStream cs;
+    cs.user = stream;
+    cs.first = grad_output;
+    ArgTensor gy, w;
+    import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
+    import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
+    const int nsp = w.ndim - 2;
+    if (nsp < 1 || nsp > 3)
+        invalid(std::string(fn) + ": weight must have 3 to 5 dimensions (out_channels, in_channels / groups, "
+                "kernel...), got shape " + sizes_str(w.view, w.ndim));
+    if (gy.ndim != nsp + 1 && gy.ndim != nsp + 2)
+        invalid(std::string(fn) + ": grad_output has shape " + sizes_str(gy.view, gy.ndim) + " but weight " +
+                w.view.sizes.str() + " needs a " + std::to_string(nsp + 2) + "D (batched) or " +
+                std::to_string(nsp + 1) + "D (unbatched) grad_output");
+    const bool unbatched = gy.ndim == nsp + 1;
+    agree(fn, "weight", w.view, "grad_output", gy.view);
+    convkit::Dims isz = parse_shape(input_size, fn, "input_size");
+    if (isz.rank() != gy.ndim)
+        invalid(std::string(fn) + ": input_size " + isz.str() + " must have " + std::to_string(gy.ndim) +
+                " values, as grad_output " + gy.view.sizes.str() + " has");
+    if (unbatched) {
+        convkit::Dims b{1};
+        for (int64_t v : isz) b.push_back(v);
+        isz = b;
+    }
+    for (int64_t v : isz)
+        if (v < 0) invalid(std::string(fn) + ": input_size " + isz.str() + " has a negative size");
+    convkit::ConvParams prm;
+    parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, w.view.sizes);
+    convkit::ConvOptions opt;
+    opt.engine = parse_engine(engine);
+    opt.deterministic = parse_optional_bool(deterministic);
+    Output o;
+    o.import(out, fn, "out", cs);
+    if (o.given) agree(fn, "out", o.arg.view, "grad_output", gy.view);
+    no_stream_on_cpu(fn, stream, gy.view);
+
+    const convkit::TensorView dy = unbatched ? add_batch(gy.view) : gy.view;
+    o.prepare(fn, "out", isz, unbatched, dy.dtype, format_of(dy), dy.device);
+    const convkit::Stream& s = call_stream(cs, dy, fn);
+    convkit::Event ev;
+    {
+        py::gil_scoped_release nogil;
+        ev = convkit::convolution_backward_data(o.view, dy, w.view, prm, s, no_deps(), opt);
+    }
+    return o.result(out, unbatched, cs, ev);
+}
+
+py::object backward_weights(py::handle grad_output, py::handle input, py::handle weight_size, py::handle stride,
+                            py::handle padding, py::handle dilation, py::handle groups, py::handle bias,
+                            py::handle padding_l, py::handle padding_r, py::handle out, py::handle bias_out,
+                            py::handle engine, py::handle deterministic, py::handle stream) {
+    const char* fn = "conv_backward_weights";
+    CallStream cs;
+    cs.user = stream;
+    cs.first = grad_output;
+    ArgTensor gy, x;
+    import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
+    import_tensor(x, input, fn, "input", ImportOptions{}, &cs);
+    const convkit::Dims wsz = parse_shape(weight_size, fn, "weight_size");
+    const int nsp = wsz.rank() - 2;
+    if (nsp < 1 || nsp > 3)
+        invalid(std::string(fn) + ": weight_size " + wsz.str() + " must have 3 to 5 values (out_channels, "
+                "in_channels / groups, kernel...)");
+    if (x.ndim != nsp + 1 && x.ndim != nsp + 2)
+        invalid(std::string(fn) + ": input has shape " + sizes_str(x.view, x.ndim) + " but weight_size " + wsz.str() +
+                " needs a " + std::to_string(nsp + 2) + "D (batched) or " + std::to_string(nsp + 1) +
+                "D (unbatched) input");
+    const bool unbatched = x.ndim == nsp + 1;
+    if (gy.ndim != x.ndim)
+        invalid(std::string(fn) + ": grad_output has shape " + sizes_str(gy.view, gy.ndim) + " but input has shape " +
+                sizes_str(x.view, x.ndim) + " (both batched or both unbatched)");
+    for (int64_t v : wsz)
+        if (v < 0) invalid(std::string(fn) + ": weight_size " + wsz.str() + " has a negative size");
+    agree(fn, "input", x.view, "grad_output", gy.view);
+    convkit::ConvParams prm;
+    parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, wsz);
+    convkit::ConvOptions opt;
+    opt.engine = parse_engine(engine);
+    opt.deterministic = parse_optional_bool(deterministic);
+    const bool with_bias = parse_optional_bool(bias).value_or(false) || !is_none(bias_out);
+    Output ow, ob;
+    ow.import(out, fn, "out", cs);
+    if (ow.given) agree(fn, "out", ow.arg.view, "grad_output", gy.view);
+    if (with_bias) {
+        ob.import(bias_out, fn, "bias_out", cs);
+        if (ob.given) agree(fn, "bias_out", ob.arg.view, "grad_output", gy.view);
+    }
+    no_stream_on_cpu(fn, stream, gy.view);
+
+    const convkit::TensorView dy = unbatched ? add_batch(gy.view) : gy.view;
+    const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
+    ow.prepare(fn, "out", wsz, false, dy.dtype, format_of(src), dy.device);
+    if (with_bias) ob.prepare(fn, "bias_out", convkit::Dims{wsz[0]}, false, dy.dtype, convkit::Layout::channels_first, dy.device);
+    const convkit::Stream& s = call_stream(cs, dy, fn);
+    convkit::Event ev;
+    {
+        py::gil_scoped_release nogil;
+        ev = convkit::convolution_backward_weights(ow.view, with_bias ? ob.view : convkit::TensorView(), dy, src, prm, s,
+                                                   no_deps(), opt);
+    }
+    py::object gw = ow.result(out, false, cs, ev);
+    py::object gb = with_bias ? ob.result(bias_out, false, cs, ev) : py::none();
+    return py::make_tuple(gw, gb);
+}
+
+PackedObj prepack(py::handle weight, py::handle input_size, py::handle stride, py::handle padding,
+                  py::handle dilation, py::handle groups, py::handle post_ops, py::handle engine) {
+    const char* fn = "prepack_weights";
+    CallStream cs;
+    cs.first = weight;
+    ArgTensor w;
+    import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
+    const int nsp = w.ndim - 2;
+    if (nsp < 1 || nsp > 3)
+        invalid(std::string(fn) + ": weight must have 3 to 5 dimensions (out_channels, in_channels / groups, "
+                "kernel...), got shape " + sizes_str(w.view, w.ndim));
+    // input_size: a shape (the input's memory format is then taken to be the weight's) or a sample
+    // tensor (its sizes and memory format; its data is not read).
+    convkit::Dims isz;
+    convkit::Layout layout = format_of(w.view);
+    ArgTensor sample;
+    if (PySequence_Check(input_size.ptr()) && !PyObject_HasAttrString(input_size.ptr(), "__dlpack__")) {
+        isz = parse_shape(input_size, fn, "input_size");
+    } else {
+        import_tensor(sample, input_size, fn, "input_size", ImportOptions{}, &cs);
+        isz = sample.view.sizes;
+        if (sample.ndim == nsp + 2) layout = format_of(sample.view);
+        else if (sample.ndim == nsp + 1) layout = format_of(add_batch(sample.view));
+    }
+    if (isz.rank() == nsp + 1) {
+        convkit::Dims b{1};
+        for (int64_t v : isz) b.push_back(v);
+        isz = b;
+    }
+    if (isz.rank() != nsp + 2)
+        invalid(std::string(fn) + ": input_size " + isz.str() + " must have " + std::to_string(nsp + 2) +
+                " values (or " + std::to_string(nsp + 1) + " for an unbatched input) for weight " + w.view.sizes.str());
+    for (int64_t v : isz)
+        if (v < 0) invalid(std::string(fn) + ": input_size " + isz.str() + " has a negative size");
+    convkit::ConvParams prm;
+    parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, py::none(), py::none(), w.view.sizes);
+    convkit::PostOps ops;
+    Operands operands;
+    parse_post_ops(ops, operands, post_ops, fn, cs);
+    broadcast_operands(ops, nsp + 2);
+    convkit::ConvOptions opt;
+    opt.engine = parse_engine(engine);
+    const convkit::TensorView src = convkit::TensorView::with_layout(nullptr, w.view.dtype, isz, layout, w.view.device);
+    PackedObj p;
+    {
+        py::gil_scoped_release nogil;
+        p.packed = convkit::prepack_weights(w.view, src, prm, ops, opt);
+    }
+    p.device = w.view.device;
+    return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const char* kForwardDoc = R"doc((input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_l=None, padding_r=None, post_ops=None, out=None, engine='auto', deterministic=None, stream=None) -> Tensor
+
+%dD convolution with PyTorch's semantics and argument names (torch.nn.functional.conv%dd):
+out = post_ops(conv(input, weight) + bias).
+
+input   (N, C_in, %s) or unbatched (C_in, %s): any DLPack tensor (NumPy array,
+        torch tensor on CPU or CUDA) or a convkit.Tensor; never copied.
+weight  (C_out, C_in / groups, %s), or PackedWeights from prepack_weights().
+bias    (C_out,) or None.
+stride, dilation: an int or one int per spatial dimension.
+padding: an int, one int per dimension, 'valid', 'same' (stride 1 only; an odd total pads the
+        extra element on the right, as PyTorch), or ((left, right), ...) per dimension.
+padding_l / padding_r: per-side overrides (an int or one per dimension) of an int padding.
+post_ops: fused after the bias: a benchdnn string ('relu', 'relu:0.1', 'clip:0:6',
+        'sum:0.5+relu', ...), or a list of strings and (name, *args) tuples; binary ops take a
+        tensor broadcastable to the result: [('add', residual), 'relu']. 'sum' accumulates into
+        out's previous contents and needs out=.
+out     the result's buffer (its shape, dtype and device must match); returned as a
+        convkit.Tensor view of it. Nothing is written into it when the call fails.
+engine  'auto' (the best for the tensors' device), 'cpu' (oneDNN), 'ref' (reference loops), 'cuda'.
+deterministic: bitwise reproducible results run to run; None = set_deterministic()'s setting.
+stream  CUDA only: a cudaStream_t (int) or an object with .cuda_stream (torch.cuda.Stream); None =
+        torch's current stream for torch inputs, else the legacy default stream. The call returns
+        without synchronising; the result is ready in stream order.
+
+Returns a new convkit.Tensor in input's memory format (channels_last in -> channels_last out) on
+input's device, or out's view. Raises InvalidArgumentError (a ValueError) on bad arguments,
+UnsupportedError, OutOfMemoryError, BackendError; TypeError for an object without DLPack or an
+unsupported dtype.)doc";
+
+std::string forward_doc(int nsp) {
+    static const char* sp[] = {"", "L", "H, W", "D, H, W"};
+    static const char* k[] = {"", "kL", "kH, kW", "kD, kH, kW"};
+    char buf[4096];
+    std::snprintf(buf, sizeof buf, kForwardDoc, nsp, nsp, sp[nsp], sp[nsp], k[nsp]);
+    return std::string("conv") + std::to_string(nsp) + "d" + buf;
+}
+
+template <int N>
+void def_forward(py::module_& m) {
+    static const std::string name = "conv" + std::to_string(N) + "d";
+    static const std::string doc = forward_doc(N);
+    m.def(
+        name.c_str(),
+        [](py::handle input, py::handle weight, py::handle bias, py::handle stride, py::handle padding,
+           py::handle dilation, py::handle groups, py::handle padding_l, py::handle padding_r, py::handle post_ops,
+           py::handle out, py::handle engine, py::handle deterministic, py::handle stream) {
+            return forward(N, name.c_str(), input, weight, bias, stride, padding, dilation, groups, padding_l,
+                           padding_r, post_ops, out, engine, deterministic, stream);
+        },
+        py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1, py::kw_only(),
+        py::arg("padding_l") = py::none(), py::arg("padding_r") = py::none(), py::arg("post_ops") = py::none(),
+        py::arg("out") = py::none(), py::arg("engine") = "auto", py::arg("deterministic") = py::none(),
+        py::arg("stream") = py::none(), doc.c_str());
+}
+
+}  // namespace
+
+void bind_conv(py::module_& m) {
+    def_forward<1>(m);
+    def_forward<2>(m);
+    def_forward<3>(m);
+
+    m.def("conv_backward_data", &backward_data, py::arg("grad_output"), py::arg("weight"), py::arg("input_size"),
+          py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
+          py::kw_only(), py::arg("padding_l") = py::none(), py::arg("padding_r") = py::none(),
+          py::arg("out") = py::none(), py::arg("engine") = "auto", py::arg("deterministic") = py::none(),
+          py::arg("stream") = py::none(),
+          R"doc(conv_backward_data(grad_output, weight, input_size, stride=1, padding=0, dilation=1, groups=1, *, padding_l=None, padding_r=None, out=None, engine='auto', deterministic=None, stream=None) -> Tensor
+
+Gradient of a convolution with respect to its input (torch.nn.grad.conv{1,2,3}d_input): the
+dimension comes from weight's rank. input_size is the forward input's shape (N, C_in, spatial...)
+(it settles the sizes a strided convolution leaves ambiguous); an unbatched grad_output goes
+with an unbatched input_size. Parameters as conv2d. The result is in grad_output's memory format
+on its device, or out's view.)doc");
+
+    m.def("conv_backward_weights", &backward_weights, py::arg("grad_output"), py::arg("input"),
+          py::arg("weight_size"), py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
+          py::arg("groups") = 1, py::kw_only(), py::arg("bias") = false, py::arg("padding_l") = py::none(),
+          py::arg("padding_r") = py::none(), py::arg("out") = py::none(), py::arg("bias_out") = py::none(),
+          py::arg("engine") = "auto", py::arg("deterministic") = py::none(), py::arg("stream") = py::none(),
+          R"doc(conv_backward_weights(grad_output, input, weight_size, stride=1, padding=0, dilation=1, groups=1, *, bias=False, padding_l=None, padding_r=None, out=None, bias_out=None, engine='auto', deterministic=None, stream=None) -> (Tensor, Tensor or None)
+
+Gradient of a convolution with respect to its weight (torch.nn.grad.conv{1,2,3}d_weight) and,
+with bias=True or bias_out=, its bias (grad_output summed over all but the channel dimension).
+weight_size is (C_out, C_in / groups, kernel...). Parameters as conv2d. The weight gradient is in
+input's memory format; returns (grad_weight, grad_bias or None), or views of out / bias_out.)doc");
+
+    py::class_<PackedObj> packed(m, "PackedWeights",
+                                 "Weights reordered once into the layout an engine's forward kernels read (from "
+                                 "prepack_weights()); pass it as conv*d's weight.");
+    g_packed_type = reinterpret_cast<PyTypeObject*>(packed.ptr());
+    packed.def_property_readonly("shape", [](const PackedObj& p) {
+        py::tuple t(p.packed.sizes().rank());
+        for (int i = 0; i < p.packed.sizes().rank(); ++i) t[i] = p.packed.sizes()[i];
+        return t;
+    }, "The weight's shape (C_out, C_in / groups, kernel...).");
+    packed.def_property_readonly("dtype", [](const PackedObj& p) { return dtype_name(p.packed.dtype()); });
+    packed.def_property_readonly("device", [](const PackedObj& p) { return p.device.str(); });
+    packed.def_property_readonly("engine", [](const PackedObj& p) { return convkit::to_string(p.packed.engine()); },
+                                 "The engine the weights were packed for.");
+    packed.def("__repr__", [](const PackedObj& p) {
+        return std::string("convkit.PackedWeights(shape=") + p.packed.sizes().str() + ", dtype='" +
+               dtype_name(p.packed.dtype()) + "', device='" + p.device.str() + "', engine='" +
+               convkit::to_string(p.packed.engine()) + "')";
+    });
+
+    m.def("prepack_weights", &prepack, py::arg("weight"), py::arg("input_size"), py::arg("stride") = 1,
+          py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1, py::kw_only(),
+          py::arg("post_ops") = py::none(), py::arg("engine") = "auto",
+          R"doc(prepack_weights(weight, input_size, stride=1, padding=0, dilation=1, groups=1, *, post_ops=None, engine='auto') -> PackedWeights
+
+Reorders weight once, ahead of time, into the layout the engine's forward kernels read (oneDNN's
+blocked layouts on CPU), for inference where the weights do not change; pass the result as
+conv*d's weight with the same geometry. input_size is the input's shape (its memory format is
+then taken to be the weight's) or a sample input tensor (its shape and memory format; its data is
+not read). A call whose problem differs (another batch size) still gives the right answer, at
+the cost of a reorder. The weight may be freed afterwards.)doc");
+}
+
+}  // namespace ckpy
