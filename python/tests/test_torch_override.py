@@ -15,6 +15,7 @@ on, and compares. Tolerances:
   of the output (u16 |ref|) plus the f32 accumulation bound;
 - fallbacks: bitwise equal (torch.equal), since the same PyTorch kernel computes both.
 """
+import os
 import math
 
 import pytest
@@ -311,7 +312,12 @@ def test_16_bit(dtype):
     try:
         want = run()
     except RuntimeError as e:
-        assert dtype == torch.float16 and "Half" in str(e)
+        # float16 on CPU: not implemented in 1.13. bf16 under ONEDNN_MAX_CPU_ISA below AVX-512 (the
+        # capped CI pass): PyTorch 1.13 chooses its oneDNN bf16 path from the hardware, not the cap,
+        # and oneDNN then has no bf16 kernel; convkit's results were checked above all the same.
+        capped_bf16 = (dtype == torch.bfloat16 and os.environ.get("ONEDNN_MAX_CPU_ISA")
+                       and "primitive descriptor" in str(e))
+        assert (dtype == torch.float16 and "Half" in str(e)) or capped_bf16, str(e)
     else:
         for name, g, c, r, bd in zip(("y", "grad_input", "grad_weight"), want, got, refs, bounds):
             if dtype == torch.bfloat16:
