@@ -683,23 +683,36 @@ def _probe_paths(device_types):
 # ----------------------------------------------------------------------------------------------
 # The aten override
 # ----------------------------------------------------------------------------------------------
-def _aten_convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
-    reason = _unsupported(input, weight, bias, transposed, output_padding)
+def _on_convkit(direction, reason, compute):
+    """(True, compute()) when convkit takes the call; (False, None) after counting the fallback
+    when `reason` already says it does not, or convkit declines or raises."""
     message = None
     if reason is None:
         try:
-            nd = input.dim() - 2
-            pad = _expand(padding, nd, "padding")
-            out = _ck_forward(input, weight, bias, _expand(stride, nd, "stride"), pad, pad,
-                              _expand(dilation, nd, "dilation"), groups)
+            result = compute()
         except _NotForConvkit as e:
             reason, message = e.reason, str(e)
         except _ck.Error as e:
             reason, message = _reason_of(e), str(e)
         else:
-            _count("forward")
-            return out
-    _count_fallback("forward", reason, message)
+            _count(direction)
+            return True, result
+    _count_fallback(direction, reason, message)
+    return False, None
+
+
+def _geometry(input, stride, padding, dilation):
+    nd = input.dim() - 2
+    pad = _expand(padding, nd, "padding")
+    return _expand(stride, nd, "stride"), pad, pad, _expand(dilation, nd, "dilation")
+
+
+def _aten_convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    ok, out = _on_convkit("forward", _unsupported(input, weight, bias, transposed, output_padding),
+                          lambda: _ck_forward(input, weight, bias, *_geometry(input, stride, padding, dilation),
+                                              groups))
+    if ok:
+        return out
     return _native_forward(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
 
 
@@ -707,23 +720,13 @@ def _aten_convolution_backward(grad_output, input, weight, bias_sizes, stride, p
                                transposed, output_padding, groups, output_mask):
     mask = [bool(m) for m in output_mask]
     reason = _unsupported(input, weight, None, transposed, output_padding, grad_output)
-    message = None
-    if reason is None:
-        if not any(mask):
-            return None, None, None
-        try:
-            nd = input.dim() - 2
-            pad = _expand(padding, nd, "padding")
-            res = _ck_backward(grad_output, input, weight, _expand(stride, nd, "stride"), pad, pad,
-                               _expand(dilation, nd, "dilation"), groups, mask)
-        except _NotForConvkit as e:
-            reason, message = e.reason, str(e)
-        except _ck.Error as e:
-            reason, message = _reason_of(e), str(e)
-        else:
-            _count("backward")
-            return res
-    _count_fallback("backward", reason, message)
+    if reason is None and not any(mask):
+        return None, None, None
+    ok, res = _on_convkit("backward", reason,
+                          lambda: _ck_backward(grad_output, input, weight,
+                                               *_geometry(input, stride, padding, dilation), groups, mask))
+    if ok:
+        return res
     return _native_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation,
                             transposed, output_padding, groups, mask)
 

@@ -47,12 +47,16 @@ void agree(const char* fn, const char* name, const convkit::TensorView& v, const
 }
 
 // An unbatched (C, spatial...) view as (1, C, spatial...).
-convkit::TensorView add_batch(const convkit::TensorView& v) {
+// v with a leading batch dim of 1 added (`add`) or its leading dim dropped: unbatched tensors
+// as PyTorch takes them, seen by the library as batches of one.
+convkit::TensorView rebatch(const convkit::TensorView& v, bool add) {
     convkit::TensorView b = v;
     convkit::Dims sz, st;
-    sz.push_back(1);
-    st.push_back(v.rank() ? v.sizes[0] * v.strides[0] : 1);
-    for (int i = 0; i < v.rank(); ++i) {
+    if (add) {
+        sz.push_back(1);
+        st.push_back(v.rank() ? v.sizes[0] * v.strides[0] : 1);
+    }
+    for (int i = add ? 0 : 1; i < v.rank(); ++i) {
         sz.push_back(v.sizes[i]);
         st.push_back(v.strides[i]);
     }
@@ -60,18 +64,8 @@ convkit::TensorView add_batch(const convkit::TensorView& v) {
     b.strides = st;
     return b;
 }
-
-convkit::TensorView drop_batch(const convkit::TensorView& v) {
-    convkit::TensorView b = v;
-    convkit::Dims sz, st;
-    for (int i = 1; i < v.rank(); ++i) {
-        sz.push_back(v.sizes[i]);
-        st.push_back(v.strides[i]);
-    }
-    b.sizes = sz;
-    b.strides = st;
-    return b;
-}
+convkit::TensorView add_batch(const convkit::TensorView& v) { return rebatch(v, true); }
+convkit::TensorView drop_batch(const convkit::TensorView& v) { return rebatch(v, false); }
 
 convkit::Layout format_of(const convkit::TensorView& v) {
     return v.rank() >= 3 && v.layout() == convkit::Layout::channels_last ? convkit::Layout::channels_last

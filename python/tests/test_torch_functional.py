@@ -19,24 +19,7 @@ import torch.nn.functional as F
 
 import convkit
 import convkit.torch as ckt
-
-TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-U = {torch.float32: 2.0 ** -24, torch.float64: 2.0 ** -53}
-CUDA = torch.cuda.is_available() and "cuda" in convkit.available_engines()
-
-
-@pytest.fixture(autouse=True)
-def _plain_pytorch():
-    # The reference results must be PyTorch's own: no aten override left on by another test.
-    ckt.disable()
-    ckt.reset_stats()
-    yield
-    ckt.disable()
-
-
-def gamma(n, u):
-    return n * u / (1.0 - n * u) if n * u < 1 else math.inf
-
+from torch_support import CUDA, TORCH_CONV, U, assert_within, forward_bound, gamma, grad_bounds, plain_pytorch  # noqa: F401
 
 def make(nd, n, c, oc, size, k, groups=1, bias=True, dtype=torch.float32, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
@@ -47,37 +30,6 @@ def make(nd, n, c, oc, size, k, groups=1, bias=True, dtype=torch.float32, seed=0
     b = torch.randn((oc,), generator=g, dtype=torch.float64) if bias else None
     cast = lambda t: None if t is None else t.to(dtype=dtype, device=device)
     return cast(x), cast(w), cast(b)
-
-
-def forward_bound(x, w, b, dtype, **kw):
-    """2 gamma_n * (|x| conv |w| + |b|) in f64: the most two correct implementations may differ."""
-    nd = w.dim() - 2
-    ab = None if b is None else b.detach().double().abs()
-    mag = TORCH_CONV[nd](x.detach().double().abs(), w.detach().double().abs(), ab, **kw)
-    n = w.shape[1] * math.prod(w.shape[2:]) + 1
-    return 2 * gamma(n, U[dtype]) * mag
-
-
-def grad_bounds(x, w, gy, dtype, **kw):
-    """Bounds for (grad_input, grad_weight, grad_bias) from the absolute values, as forward_bound."""
-    nd = w.dim() - 2
-    ax = x.detach().double().abs().requires_grad_()
-    aw = w.detach().double().abs().requires_grad_()
-    agy = gy.detach().double().abs()
-    mx, mw = torch.autograd.grad(TORCH_CONV[nd](ax, aw, None, **kw), [ax, aw], agy)
-    groups = kw.get("groups", 1)
-    n_x = (w.shape[0] // groups) * math.prod(w.shape[2:])
-    n_w = gy.shape[0] * math.prod(gy.shape[2:])
-    mb = agy.sum(dim=[0] + list(range(2, gy.dim())))
-    u = U[dtype]
-    return 2 * gamma(n_x, u) * mx, 2 * gamma(n_w, u) * mw, 2 * gamma(n_w, u) * mb
-
-
-def assert_within(got, want, bound, what):
-    assert got.shape == want.shape, what
-    err = (got.detach().double() - want.detach().double()).abs()
-    excess = (err - bound.to(err.device)).max().item()
-    assert excess <= 0, "%s: max error %.3g exceeds the bound by %.3g" % (what, err.max().item(), excess)
 
 
 def memory_format_of(t):

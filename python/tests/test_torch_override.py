@@ -24,51 +24,16 @@ import torch.nn.functional as F
 
 import convkit
 import convkit.torch as ckt
-
-TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-CUDA = torch.cuda.is_available() and "cuda" in convkit.available_engines()
-
-
-@pytest.fixture(autouse=True)
-def _clean():
-    ckt.disable()
-    ckt.reset_stats()
-    yield
-    ckt.disable()
+import torch_support
+from torch_support import CUDA, TORCH_CONV, forward_bound, gamma, grad_bounds, plain_pytorch  # noqa: F401
 
 
-def gamma(n, u=2.0 ** -24):
-    return n * u / (1.0 - n * u) if n * u < 1 else math.inf
+def assert_within(got, want, bound, what):
+    torch_support.assert_within(got, want, bound, what, same_dtype=True)
 
 
 def randn(*shape, seed, dtype=torch.float32, device="cpu"):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype=dtype, device=device)
-
-
-def forward_bound(x, w, b, u=2.0 ** -24, **kw):
-    nd = w.dim() - 2
-    ab = None if b is None else b.detach().cpu().double().abs()
-    mag = TORCH_CONV[nd](x.detach().cpu().double().abs(), w.detach().cpu().double().abs(), ab, **kw)
-    return 2 * gamma(w.shape[1] * math.prod(w.shape[2:]) + 1, u) * mag
-
-
-def grad_bounds(x, w, gy, u=2.0 ** -24, **kw):
-    nd = w.dim() - 2
-    ax = x.detach().cpu().double().abs().requires_grad_()
-    aw = w.detach().cpu().double().abs().requires_grad_()
-    agy = gy.detach().cpu().double().abs()
-    mx, mw = torch.autograd.grad(TORCH_CONV[nd](ax, aw, None, **kw), [ax, aw], agy)
-    n_x = (w.shape[0] // kw.get("groups", 1)) * math.prod(w.shape[2:])
-    n_w = gy.shape[0] * math.prod(gy.shape[2:])
-    mb = agy.sum(dim=[0] + list(range(2, gy.dim())))
-    return 2 * gamma(n_x, u) * mx, 2 * gamma(n_w, u) * mw, 2 * gamma(n_w, u) * mb
-
-
-def assert_within(got, want, bound, what):
-    assert got.shape == want.shape and got.dtype == want.dtype, what
-    err = (got.detach().cpu().double() - want.detach().cpu().double()).abs()
-    excess = (err - bound).max().item()
-    assert excess <= 0, "%s: max error %.3g exceeds the bound by %.3g" % (what, err.max().item(), excess)
 
 
 def memory_format_of(t):
