@@ -16,11 +16,14 @@
 
 #include "cli_common.hpp"
 #include "convkit/convkit.hpp"
+#include "support/cuda_tolerance.hpp"
 #ifdef CONVKIT_WITH_CUDA
 #include "cuda/cuda_api.hpp"
 #endif
 
 using namespace convkit;
+using convkit::test::cuda::rel_err;
+using convkit::test::cuda::tolerance;
 using convkit::tools::from_host_f64;
 using convkit::tools::random_values;
 using convkit::tools::to_host_f64;
@@ -48,20 +51,6 @@ bool has_gpu() {
 
 enum class Dir { fwd, bwd_d, bwd_w };
 const char* name(Dir d) { return d == Dir::fwd ? "fwd" : d == Dir::bwd_d ? "bwd_d" : "bwd_w"; }
-
-// Tolerances, in one place: max |got - want| over max |want| (the output's scale). f32 strict
-// allows for Winograd/FFT engines (~1e-5 relative, times sqrt of the reduction); TF32 rounds
-// inputs to 10 mantissa bits; f16/bf16 outputs are rounded once by the reference and up to twice
-// by the unfused path (convolution result, then the epilogue).
-double tolerance(DType dt, bool tf32) {
-    switch (dt) {
-        case DType::f64: return 1e-11;
-        case DType::f32: return tf32 ? 1e-2 : 1e-4;
-        case DType::f16: return 4e-3;
-        case DType::bf16: return 2e-2;
-    }
-    return 0;
-}
 
 // One convolution case, with chained setters so that each test case reads as one line.
 struct Case {
@@ -190,15 +179,6 @@ const TensorView& output(const Case& c, const Tensors& t) {
     return c.dir == Dir::fwd ? t.dst.view() : c.dir == Dir::bwd_d ? t.src.view() : t.wei.view();
 }
 
-double rel_err(const std::vector<double>& got, const std::vector<double>& want) {
-    double scale = 1e-30, err = 0;
-    for (double w : want) scale = std::max(scale, std::abs(w));
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        if (std::isnan(got[i]) != std::isnan(want[i])) return INFINITY;
-        if (!std::isnan(got[i])) err = std::max(err, std::abs(got[i] - want[i]));
-    }
-    return err / scale;
-}
 
 // Runs the case on cuda and on the reference; returns the error (also checks diff_bias).
 void check(const Case& c) {

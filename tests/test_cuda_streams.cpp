@@ -22,9 +22,12 @@
 
 #include "cli_common.hpp"
 #include "convkit/convkit.hpp"
+#include "support/cuda_tolerance.hpp"
 #include "cuda/cuda_api.hpp"
 
 using namespace convkit;
+using convkit::test::cuda::rel_err;
+using convkit::test::cuda::tolerance;
 using convkit::tools::from_host_f64;
 using convkit::tools::random_values;
 using convkit::tools::to_host_f64;
@@ -107,27 +110,6 @@ std::vector<Case> cases() {
     };
 }
 
-// max |got - want| over max |want|; f32 allows for Winograd/FFT engines, bf16 for one rounding
-// more than the reference (see test_cuda.cpp's table).
-double tolerance(DType dt) {
-    switch (dt) {
-        case DType::f64: return 1e-11;
-        case DType::f32: return 1e-4;
-        case DType::f16: return 4e-3;
-        case DType::bf16: return 2e-2;
-    }
-    return 0;
-}
-
-double rel_err(const std::vector<double>& got, const std::vector<double>& want) {
-    double scale = 1e-30, err = 0;
-    for (double w : want) scale = std::max(scale, std::abs(w));
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        if (std::isnan(got[i]) != std::isnan(want[i])) return INFINITY;
-        if (!std::isnan(got[i])) err = std::max(err, std::abs(got[i] - want[i]));
-    }
-    return err / scale;
-}
 
 // Input values of a case, the same for the reference and every thread.
 struct Values {

@@ -311,6 +311,13 @@ void broadcast_operands(convkit::PostOps& ops, int rank) {
     }
 }
 
+convkit::ConvOptions parse_options(py::handle engine, py::handle deterministic) {
+    convkit::ConvOptions opt;
+    opt.engine = parse_engine(engine);
+    opt.deterministic = parse_optional_bool(deterministic);
+    return opt;
+}
+
 convkit::Engine parse_engine(py::handle h) {
     if (is_none(h)) return convkit::Engine::automatic;
     if (!PyUnicode_Check(h.ptr()))

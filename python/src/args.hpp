@@ -31,6 +31,8 @@ void broadcast_operands(convkit::PostOps& ops, int rank);
 
 convkit::Engine parse_engine(py::handle h);
 std::optional<bool> parse_optional_bool(py::handle h);
+// engine= and deterministic= of the convolution functions.
+convkit::ConvOptions parse_options(py::handle engine, py::handle deterministic);
 // A shape: a sequence of ints (tuple, list, torch.Size).
 convkit::Dims parse_shape(py::handle h, const char* fn, const char* what);
 bool as_int(py::handle h, int64_t* v);

@@ -209,9 +209,7 @@ py::object forward(int nsp, const char* fn, py::handle input, py::handle weight,
     parse_post_ops(ops, operands, post_ops, fn, cs);
     broadcast_operands(ops, nsp + 2);
     agree_operands(ops, fn, x.view);
-    convkit::ConvOptions opt;
-    opt.engine = parse_engine(engine);
-    opt.deterministic = parse_optional_bool(deterministic);
+    const convkit::ConvOptions opt = parse_options(engine, deterministic);
 
     Output o;
     o.import(out, fn, "out", cs);
@@ -268,9 +266,7 @@ py::object backward_data(py::handle grad_output, py::handle weight, py::handle i
         if (v < 0) invalid(std::string(fn) + ": input_size " + isz.str() + " has a negative size");
     convkit::ConvParams prm;
     parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, w.view.sizes);
-    convkit::ConvOptions opt;
-    opt.engine = parse_engine(engine);
-    opt.deterministic = parse_optional_bool(deterministic);
+    const convkit::ConvOptions opt = parse_options(engine, deterministic);
     Output o;
     o.import(out, fn, "out", cs);
     if (o.given) agree(fn, "out", o.arg.view, "grad_output", gy.view);
@@ -316,9 +312,7 @@ py::object backward_weights(py::handle grad_output, py::handle input, py::handle
     agree(fn, "input", x.view, "grad_output", gy.view);
     convkit::ConvParams prm;
     parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, wsz);
-    convkit::ConvOptions opt;
-    opt.engine = parse_engine(engine);
-    opt.deterministic = parse_optional_bool(deterministic);
+    const convkit::ConvOptions opt = parse_options(engine, deterministic);
     const bool with_bias = parse_optional_bool(bias).value_or(false) || !is_none(bias_out);
     Output ow, ob;
     ow.import(out, fn, "out", cs);

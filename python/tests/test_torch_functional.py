@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import convkit
 import convkit.torch as ckt
-from torch_support import CUDA, TORCH_CONV, U, assert_within, forward_bound, gamma, grad_bounds, plain_pytorch  # noqa: F401
+from torch_support import CUDA, TORCH_CONV, U, assert_within, forward_bound, gamma, grad_bounds, memory_format_of, plain_pytorch  # noqa: F401
 
 def make(nd, n, c, oc, size, k, groups=1, bias=True, dtype=torch.float32, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
@@ -30,14 +30,6 @@ def make(nd, n, c, oc, size, k, groups=1, bias=True, dtype=torch.float32, seed=0
     b = torch.randn((oc,), generator=g, dtype=torch.float64) if bias else None
     cast = lambda t: None if t is None else t.to(dtype=dtype, device=device)
     return cast(x), cast(w), cast(b)
-
-
-def memory_format_of(t):
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
-        return "channels_last"
-    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous():
-        return "channels_last_3d"
-    return "contiguous" if t.is_contiguous() else "strided"
 
 
 # (id, nd, N, C, OC, size, kernel, kwargs, bias)

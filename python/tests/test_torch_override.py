@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import convkit
 import convkit.torch as ckt
 import torch_support
-from torch_support import CUDA, TORCH_CONV, forward_bound, gamma, grad_bounds, plain_pytorch  # noqa: F401
+from torch_support import CUDA, TORCH_CONV, forward_bound, gamma, grad_bounds, memory_format_of, plain_pytorch  # noqa: F401
 
 
 def assert_within(got, want, bound, what):
@@ -34,14 +34,6 @@ def assert_within(got, want, bound, what):
 
 def randn(*shape, seed, dtype=torch.float32, device="cpu"):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype=dtype, device=device)
-
-
-def memory_format_of(t):
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
-        return "channels_last"
-    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous():
-        return "channels_last_3d"
-    return "contiguous" if t.is_contiguous() else "strided"
 
 
 def both_ways(fn):
@@ -68,11 +60,13 @@ F_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", F_CASES, ids=[c[0] for c in F_CASES])
-def test_functional_convolutions_reach_convkit(case):
+def check_functional_case(case, device, seed):
+    """One F_CASES call, forward and all gradients, with the override off and on: the results agree
+    within the f32 bounds, on `device`, and convkit computed both directions."""
     _, nd, xs, ws, has_bias, kw = case
-    x, w = randn(*xs, seed=1).requires_grad_(), randn(*ws, seed=2).requires_grad_()
-    b = randn(ws[0], seed=3).requires_grad_() if has_bias else None
+    x = randn(*xs, seed=seed, device=device).requires_grad_()
+    w = randn(*ws, seed=seed + 1, device=device).requires_grad_()
+    b = randn(ws[0], seed=seed + 2, device=device).requires_grad_() if has_bias else None
     leaves = [t for t in (x, w, b) if t is not None]
     gy = None
 
@@ -80,15 +74,21 @@ def test_functional_convolutions_reach_convkit(case):
         nonlocal gy
         y = TORCH_CONV[nd](x, w, b, **kw)
         if gy is None:
-            gy = randn(*y.shape, seed=4)
+            gy = randn(*y.shape, seed=seed + 3, device=device)
         return (y,) + torch.autograd.grad(y, leaves, gy)
 
     want, got, s = both_ways(run)
+    assert got[0].device.type == device
     assert_within(got[0], want[0], forward_bound(x, w, b, **kw), "forward")
     for name, g, r, bd in zip(("grad_input", "grad_weight", "grad_bias"), got[1:], want[1:],
                               grad_bounds(x, w, gy, **kw)):
         assert_within(g, r, bd, name)
     assert (s["forward"], s["backward"], s["fallback_forward"], s["fallback_backward"]) == (1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("case", F_CASES, ids=[c[0] for c in F_CASES])
+def test_functional_convolutions_reach_convkit(case):
+    check_functional_case(case, "cpu", seed=1)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
@@ -489,27 +489,7 @@ def no_tf32():
 @cuda_only
 @pytest.mark.parametrize("case", F_CASES, ids=[c[0] for c in F_CASES])
 def test_cuda_functional_convolutions_reach_convkit(case, no_tf32):
-    _, nd, xs, ws, has_bias, kw = case
-    x = randn(*xs, seed=36, device="cuda").requires_grad_()
-    w = randn(*ws, seed=37, device="cuda").requires_grad_()
-    b = randn(ws[0], seed=38, device="cuda").requires_grad_() if has_bias else None
-    leaves = [t for t in (x, w, b) if t is not None]
-    gy = None
-
-    def run():
-        nonlocal gy
-        y = TORCH_CONV[nd](x, w, b, **kw)
-        if gy is None:
-            gy = randn(*y.shape, seed=39, device="cuda")
-        return (y,) + torch.autograd.grad(y, leaves, gy)
-
-    want, got, s = both_ways(run)
-    assert got[0].device.type == "cuda"
-    assert_within(got[0], want[0], forward_bound(x, w, b, **kw), "forward")
-    for name, g, r, bd in zip(("grad_input", "grad_weight", "grad_bias"), got[1:], want[1:],
-                              grad_bounds(x, w, gy, **kw)):
-        assert_within(g, r, bd, name)
-    assert (s["forward"], s["backward"], s["fallback_forward"], s["fallback_backward"]) == (1, 1, 0, 0)
+    check_functional_case(case, "cuda", seed=36)
 
 
 @cuda_only

@@ -60,3 +60,11 @@ def assert_within(got, want, bound, what, same_dtype=False):
     err = (got.detach().cpu().double() - want.detach().cpu().double()).abs()
     excess = (err - bound.detach().cpu()).max().item()
     assert excess <= 0, "%s: max error %.3g exceeds the bound by %.3g" % (what, err.max().item(), excess)
+
+
+def memory_format_of(t):
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return "channels_last"
+    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous():
+        return "channels_last_3d"
+    return "contiguous" if t.is_contiguous() else "strided"
