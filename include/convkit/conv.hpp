@@ -67,6 +67,52 @@ Event convolution_backward_weights(const TensorView& diff_weights, const TensorV
                                    const std::vector<Event>& deps = {},
                                    const ConvOptions& options = {});
 
+// ---- Transposed convolution (PyTorch's conv_transpose1d/2d/3d, ONNX ConvTranspose, oneDNN's
+// deconvolution) ----
+//
+// The transposed convolution of src [N, IC, in...] with weights [IC, OC/groups, k...] (PyTorch's
+// transposed layout) is the data gradient of the convolution of a [N, OC, out...] tensor with the
+// same weights, so every engine runs it as that convolution, with bias and post-ops fused into its
+// output on the forward direction. Per spatial dimension:
+//   out = (in - 1) * stride - padding_l - padding_r + dilation * (k - 1) + output_padding + 1
+// padding removes rows at the ends of the output; output_padding adds rows at the end (it picks
+// one of the `stride` output sizes that a strided convolution maps to the same input size) and
+// must be smaller than the stride or the dilation, as in PyTorch.
+struct ConvTransposeParams {
+    Dims stride;
+    Dims padding_l;       // front / top / left
+    Dims padding_r;       // back / bottom / right
+    Dims dilation;        // 1 = dense
+    Dims output_padding;  // added at the back / bottom / right; 0 by default
+    int64_t groups = 1;
+
+    ConvTransposeParams& pad(Dims p) { padding_l = p; padding_r = p; return *this; }
+};
+
+// dst sizes [src N, weights[1] * groups, out...] of a transposed convolution (formula above).
+// Validates the arguments as the transposed convolution itself would.
+Dims conv_transpose_output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvTransposeParams& params);
+
+// dst = post_ops(conv_transpose(src, weights) + bias). bias: [OC] or undefined. The post-ops are
+// those of convolution_forward; a binary operand broadcasts to dst, and `sum` adds dst's old
+// contents.
+Event conv_transpose_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
+                             const TensorView& bias, const ConvTransposeParams& params,
+                             const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
+                             const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+
+// diff_src [N, IC, in...] from diff_dst [N, OC, out...]: a forward convolution with the weights.
+Event conv_transpose_backward_data(const TensorView& diff_src, const TensorView& diff_dst,
+                                   const TensorView& weights, const ConvTransposeParams& params,
+                                   const Stream& stream = Stream(), const std::vector<Event>& deps = {},
+                                   const ConvOptions& options = {});
+
+// diff_weights [IC, OC/groups, k...] and, if defined, diff_bias [OC] (channel sums of diff_dst).
+Event conv_transpose_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
+                                      const TensorView& diff_dst, const TensorView& src,
+                                      const ConvTransposeParams& params, const Stream& stream = Stream(),
+                                      const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+
 // Weights reordered once, ahead of time, into the layout an engine's forward kernels read
 // (oneDNN's blocked layouts on CPU), for inference where weights do not change. Use it in place of
 // the weights tensor in convolution_forward. A call whose problem differs from the one packed for

@@ -118,14 +118,22 @@ struct Call {
     const ConvOptions* options;
     const PackedWeights::Impl* packed = nullptr;
     bool shapes_only = false;  // prepack: src/dst lend sizes only; skip data-pointer and overlap checks
+    // A transposed convolution's call (see ConvProblem::transposed), its tensors already checked
+    // against the transposed shapes; `names` then says what the caller calls each slot.
+    bool transposed = false;
+    const Names* names = nullptr;
 };
 
 const Names& names(Direction d) {
     return d == Direction::fwd ? kFwd : d == Direction::bwd_d ? kBwdD : kBwdW;
 }
 
+const Names& names(const Call& c) { return c.names ? *c.names : names(c.dir); }
+
 // Sizes and parameters only: shared by validate() and output_shape() so the rules cannot drift.
-ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, const ConvParams& prm) {
+// `negative_pr`: the problem of a transposed convolution, whose padding_r may be negative.
+ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, const ConvParams& prm,
+                          bool negative_pr = false) {
     const int r = src.rank();
     if (r < 3 || r > 5)
         fail(n, std::string(n.src) + " must have rank 3, 4 or 5 (N, C and 1 to 3 spatial dims), got rank " +
@@ -168,7 +176,8 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
         if (p.stride[i] < 1) fail(n, "stride " + d + " must be >= 1, got " + std::to_string(p.stride[i]));
         if (p.dilation[i] < 1) fail(n, "dilation " + d + " must be >= 1 (1 = dense), got " + std::to_string(p.dilation[i]));
         if (p.padding_l[i] < 0) fail(n, "padding_l " + d + " must be >= 0, got " + std::to_string(p.padding_l[i]));
-        if (p.padding_r[i] < 0) fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(p.padding_r[i]));
+        if (p.padding_r[i] < 0 && !negative_pr)
+            fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(p.padding_r[i]));
         int64_t padded = checked_add(checked_add(p.in[i], p.padding_l[i], "padded size"), p.padding_r[i], "padded size");
         int64_t ext = checked_add(checked_mul(p.dilation[i], p.k[i] - 1, "dilated kernel"), 1, "dilated kernel");
         if (padded < ext)
@@ -183,12 +192,15 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
 }
 
 ConvProblem validate(const Call& c) {
-    const Names& n = names(c.dir);
+    const Names& n = names(c);
     check_tensor(n, n.src, c.src, !c.shapes_only);
     check_tensor(n, n.wei, c.wei);
     check_tensor(n, n.dst, c.dst, !c.shapes_only);
     const int r = c.src.rank();
-    ConvProblem p = shape_problem(n, c.src.sizes, c.wei.sizes, *c.params);
+    ConvProblem p = shape_problem(n, c.src.sizes, c.wei.sizes, *c.params, c.transposed);
+    // Where bias and post-ops go: dst, or diff_src of a transposed convolution's forward.
+    const bool epi_on_src = c.transposed && c.dir == Direction::bwd_d;
+    const bool bias_of_src = c.transposed && c.dir != Direction::fwd;
     if (c.dst.rank() != r)
         fail(n, std::string(n.dst) + " has rank " + std::to_string(c.dst.rank()) + " " + c.dst.sizes.str() +
                     " but " + n.src + " has rank " + std::to_string(r) + " " + c.src.sizes.str());
@@ -209,6 +221,7 @@ ConvProblem validate(const Call& c) {
     p.dir = c.dir;
     p.dt = dt;
     p.device = dev;
+    p.transposed = c.transposed && c.dir != Direction::fwd;
     if (c.dst.sizes[0] != p.mb)
         fail(n, std::string(n.dst) + " has batch " + std::to_string(c.dst.sizes[0]) + " but " + n.src +
                     " has batch " + std::to_string(p.mb));
@@ -220,8 +233,9 @@ ConvProblem validate(const Call& c) {
         fail(n, std::string(n.dst) + " has sizes " + c.dst.sizes.str() + " but the convolution of " + n.src + " " +
                     c.src.sizes.str() + " with " + n.wei + " " + c.wei.sizes.str() + " produces " + expect.str());
     if (c.bias.defined()) {
-        if (c.bias.rank() != 1 || c.bias.sizes[0] != p.oc)
-            fail(n, std::string(n.bias) + " has sizes " + c.bias.sizes.str() + " but must be [" + std::to_string(p.oc) +
+        const int64_t bias_c = bias_of_src ? p.ic : p.oc;
+        if (c.bias.rank() != 1 || c.bias.sizes[0] != bias_c)
+            fail(n, std::string(n.bias) + " has sizes " + c.bias.sizes.str() + " but must be [" + std::to_string(bias_c) +
                         "] (one value per output channel)");
         if (c.bias.strides[0] < 0) fail(n, std::string(n.bias) + " has a negative stride");
         if (!c.bias.data) fail(n, std::string(n.bias) + " has " + std::to_string(p.oc) + " elements but a null data pointer");
@@ -251,6 +265,7 @@ ConvProblem validate(const Call& c) {
     } else if (c.dir == Direction::bwd_d) {
         inputs[0] = {&c.dst, n.dst};
         inputs[1] = {&c.wei, n.wei};
+        if (epi_on_src) inputs[2] = {&c.bias, n.bias};
     } else {
         inputs[0] = {&c.dst, n.dst};
         inputs[1] = {&c.src, n.src};
@@ -269,7 +284,10 @@ ConvProblem validate(const Call& c) {
 post_ops:
     // Post-ops.
     if (c.post_ops && !c.post_ops->empty()) {
-        if (c.dir != Direction::fwd) fail(n, "post-ops apply to the forward direction only");
+        const TensorView& out = epi_on_src ? c.src : c.dst;
+        const char* out_name = epi_on_src ? n.src : n.dst;
+        const Dims out_dims = epi_on_src ? p.src_dims() : p.dst_dims();
+        if (c.dir != Direction::fwd && !epi_on_src) fail(n, "post-ops apply to the forward direction only");
         if (c.post_ops->size() > PostOps::max_ops)
             fail(n, "at most " + std::to_string(PostOps::max_ops) + " post-ops are supported");
         int i = 0;
@@ -288,17 +306,17 @@ post_ops:
                 if (!t.defined()) fail(n, nm + " is undefined");
                 check_tensor(n, nm.c_str(), t, !c.shapes_only);
                 if (t.rank() != r)
-                    fail(n, nm + " has sizes " + t.sizes.str() + " but must have dst's rank " + std::to_string(r) +
-                                " (each dimension 1 or equal to dst " + expect.str() + ")");
+                    fail(n, nm + " has sizes " + t.sizes.str() + " but must have " + std::string(out_name) + "'s rank " + std::to_string(r) +
+                                " (each dimension 1 or equal to " + std::string(out_name) + " " + out_dims.str() + ")");
                 for (int d = 0; d < r; ++d)
-                    if (t.sizes[d] != 1 && t.sizes[d] != expect[d])
-                        fail(n, nm + " has sizes " + t.sizes.str() + " which do not broadcast to dst " + expect.str() +
+                    if (t.sizes[d] != 1 && t.sizes[d] != out_dims[d])
+                        fail(n, nm + " has sizes " + t.sizes.str() + " which do not broadcast to " + std::string(out_name) + " " + out_dims.str() +
                                     " (dimension " + std::to_string(d) + " is " + std::to_string(t.sizes[d]) +
-                                    ", expected 1 or " + std::to_string(expect[d]) + ")");
+                                    ", expected 1 or " + std::to_string(out_dims[d]) + ")");
                 if (t.dtype != dt)
-                    fail(n, nm + " has dtype " + to_string(t.dtype) + " but dst has dtype " + to_string(dt));
-                if (t.device != dev) fail(n, nm + " is on " + t.device.str() + " but dst is on " + dev.str());
-                if (!c.shapes_only && overlaps(c.dst, t)) fail(n, nm + " overlaps dst in memory");
+                    fail(n, nm + " has dtype " + to_string(t.dtype) + " but " + std::string(out_name) + " has dtype " + to_string(dt));
+                if (t.device != dev) fail(n, nm + " is on " + t.device.str() + " but " + std::string(out_name) + " is on " + dev.str());
+                if (!c.shapes_only && overlaps(out, t)) fail(n, nm + " overlaps " + out_name + " in memory");
                 pd.operand_sizes = t.sizes;
                 pd.operand_layout = t.layout();
             }
@@ -348,7 +366,8 @@ void zero_fill(const TensorView& t) {
 
 Event run(const Call& c) {
     ConvProblem p = validate(c);
-    const Names& n = names(c.dir);
+    const Names& n = names(c);
+    const bool epi_on_src = p.transposed && c.dir == Direction::bwd_d;
     Stream stream = *c.stream;
     if (p.device.is_cuda() && stream.is_default_cpu()) {
         DeviceRuntime* rt = runtime(DeviceType::cuda);
@@ -410,11 +429,11 @@ Event run(const Call& c) {
         temps.emplace_back(a.bias.dtype, a.bias.sizes, Layout::channels_first, a.bias.device);
         TensorView orig = a.bias;
         a.bias = temps.back().view();
-        if (c.dir == Direction::fwd) copy(a.bias, orig);
+        if (c.dir == Direction::fwd || epi_on_src) copy(a.bias, orig);
     }
-    densify(a.src, c.dir == Direction::bwd_d, false);
+    densify(a.src, c.dir == Direction::bwd_d, epi_on_src && p.has_sum());
     densify(a.weights, c.dir == Direction::bwd_w, false);
-    densify(a.dst, c.dir == Direction::fwd, p.has_sum());
+    densify(a.dst, c.dir == Direction::fwd, c.dir == Direction::fwd && p.has_sum());
     p.src_layout = a.src.layout();
     p.wei_layout = a.weights.layout();
     p.dst_layout = a.dst.layout();
@@ -427,6 +446,130 @@ Event run(const Call& c) {
     return Event();
 }
 
+
+// ---- Transposed convolution ----
+
+// In the transposed call's own terms (slot src = its input, dst = its output) ...
+const Names kTFwd{"conv_transpose_forward", "src", "weights", "dst", "bias"};
+const Names kTBwdD{"conv_transpose_backward_data", "diff_src", "weights", "diff_dst", "bias"};
+const Names kTBwdW{"conv_transpose_backward_weights", "src", "diff_weights", "diff_dst", "diff_bias"};
+// ... and as the convolution's slots see them (slot src = the transposed output side).
+const Names kTFwdAsConv{"conv_transpose_forward", "dst", "weights", "src", "bias"};
+const Names kTBwdDAsConv{"conv_transpose_backward_data", "diff_dst", "weights", "diff_src", "bias"};
+const Names kTBwdWAsConv{"conv_transpose_backward_weights", "diff_dst", "diff_weights", "src", "diff_bias"};
+
+// The transposed convolution's own shapes, checked in its own terms (PyTorch's rules and names),
+// and the convolution it is the data gradient of: that convolution's input is the transposed
+// output (dst), its output the transposed input (src).
+struct TransposedShape {
+    Dims dst;           // [N, OC, out...]
+    ConvParams conv;    // the convolution's params (padding_r may be negative)
+};
+
+TransposedShape transposed_shape(const Names& n, const Dims& src, const Dims& wei, const ConvTransposeParams& prm) {
+    const int r = src.rank();
+    if (r < 3 || r > 5)
+        fail(n, std::string(n.src) + " must have rank 3, 4 or 5 (N, C and 1 to 3 spatial dims), got rank " +
+                    std::to_string(r) + " " + src.str());
+    if (wei.rank() != r)
+        fail(n, std::string(n.wei) + " has rank " + std::to_string(wei.rank()) + " " + wei.str() + " but " + n.src +
+                    " has rank " + std::to_string(r) + " " + src.str() + " (expected [IC, OC/groups, " +
+                    (r == 3 ? "kw" : r == 4 ? "kh, kw" : "kd, kh, kw") + "], PyTorch's transposed layout)");
+    const int nsp = r - 2;
+    const int64_t g = prm.groups;
+    if (src[0] < 0) fail(n, std::string(n.src) + " has a negative batch size: " + src.str());
+    if (g < 1) fail(n, "groups must be >= 1, got " + std::to_string(g));
+    if (src[1] < 1) fail(n, std::string(n.src) + " has " + std::to_string(src[1]) + " channels " + src.str() + " (must be >= 1)");
+    if (src[1] % g != 0)
+        fail(n, std::string(n.src) + " has " + std::to_string(src[1]) + " channels, which groups=" + std::to_string(g) +
+                    " does not divide");
+    if (wei[0] != src[1])
+        fail(n, std::string(n.wei) + " has " + std::to_string(wei[0]) + " input channels (dim 0 of " + wei.str() +
+                    ", the transposed layout [IC, OC/groups, k...]) but " + n.src + " has " + std::to_string(src[1]) +
+                    " channels " + src.str());
+    if (wei[1] < 1)
+        fail(n, std::string(n.wei) + " has " + std::to_string(wei[1]) + " output channels per group (dim 1 of " +
+                    wei.str() + ") (must be >= 1)");
+    const int64_t oc = checked_mul(wei[1], g, "output channels");
+    auto at = [&](const char* what, const Dims& list, int i, int64_t dflt) { return param_at(n, what, list, i, nsp, dflt); };
+    TransposedShape t;
+    t.dst = Dims{src[0], oc};
+    t.conv.groups = g;
+    Dims st, pl, pr, dil;
+    for (int i = 0; i < nsp; ++i) {
+        const std::string d = sp_name(i, nsp);
+        const int64_t in = src[2 + i], k = wei[2 + i];
+        const int64_t s = at("stride", prm.stride, i, 1), l = at("padding_l", prm.padding_l, i, 0),
+                      rr = at("padding_r", prm.padding_r, i, 0), dl = at("dilation", prm.dilation, i, 1),
+                      op = at("output_padding", prm.output_padding, i, 0);
+        if (in < 1) fail(n, std::string(n.src) + " spatial size " + d + " is " + std::to_string(in) + " in " + src.str() + " (must be >= 1)");
+        if (k < 1) fail(n, std::string(n.wei) + " kernel size k" + d + " is " + std::to_string(k) + " in " + wei.str() + " (must be >= 1)");
+        if (s < 1) fail(n, "stride " + d + " must be >= 1, got " + std::to_string(s));
+        if (dl < 1) fail(n, "dilation " + d + " must be >= 1 (1 = dense), got " + std::to_string(dl));
+        if (l < 0) fail(n, "padding_l " + d + " must be >= 0, got " + std::to_string(l));
+        if (rr < 0) fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(rr));
+        if (op < 0) fail(n, "output_padding " + d + " must be >= 0, got " + std::to_string(op));
+        if (op >= s && op >= dl)
+            fail(n, "output_padding " + d + " (" + std::to_string(op) + ") must be smaller than either stride (" +
+                        std::to_string(s) + ") or dilation (" + std::to_string(dl) + ")");
+        // out = (in - 1) * stride - padding_l - padding_r + dilation * (k - 1) + output_padding + 1
+        const int64_t grown = checked_add(checked_mul(in - 1, s, "output size"),
+                                          checked_add(checked_mul(dl, k - 1, "dilated kernel"), op + 1, "output size"),
+                                          "output size");
+        const int64_t out = grown - l - rr;
+        if (out < 1)
+            fail(n, std::string(n.dst) + " size " + d + " would be " + std::to_string(out) + " = (" + std::to_string(in) +
+                        " - 1) * " + std::to_string(s) + " - " + std::to_string(l) + " - " + std::to_string(rr) + " + " +
+                        std::to_string(dl) + " * (" + std::to_string(k) + " - 1) + " + std::to_string(op) +
+                        " + 1 (the padding removes more than the transposed convolution produces)");
+        t.dst.push_back(out);
+        // The convolution over `out` positions must give back `in`: its post-padding may be
+        // anything in [padding_r - output_padding, padding_r - output_padding + stride - 1]; the
+        // given padding_r where that range holds it (output_padding < stride), else the top.
+        st.push_back(s);
+        pl.push_back(l);
+        pr.push_back(op < s ? rr : rr - op + s - 1);
+        dil.push_back(dl);
+    }
+    t.conv.stride = st;
+    t.conv.padding_l = pl;
+    t.conv.padding_r = pr;
+    t.conv.dilation = dil;
+    return t;
+}
+
+void expect_sizes(const Names& n, const char* name, const TensorView& t, const Dims& want, const char* what) {
+    if (t.sizes != want)
+        fail(n, std::string(name) + " has sizes " + t.sizes.str() + " but " + what + " " + want.str());
+}
+
+// The three transposed directions as their convolutions (slots as in ConvArgs, see Call):
+//   forward          = the convolution's bwd_d: diff_src <- dst, diff_dst <- src, + bias/post-ops
+//   backward data    = the convolution's fwd:   src <- diff_dst, dst <- diff_src
+//   backward weights = the convolution's bwd_w: src <- diff_dst, diff_dst <- src, diff_bias of src
+Event run_transposed(Direction tdir, const TensorView& src, const TensorView& wei, const TensorView& dst,
+                     const TensorView& bias, const ConvTransposeParams& prm, const PostOps* post_ops,
+                     const Stream& stream, const std::vector<Event>& deps, const ConvOptions& options) {
+    const Names& n = tdir == Direction::fwd ? kTFwd : tdir == Direction::bwd_d ? kTBwdD : kTBwdW;
+    check_tensor(n, n.src, src);
+    check_tensor(n, n.wei, wei);
+    check_tensor(n, n.dst, dst);
+    const Dims wei_sizes = wei.sizes;
+    TransposedShape t = transposed_shape(n, src.sizes, wei_sizes, prm);
+    if (dst.rank() != src.rank())
+        fail(n, std::string(n.dst) + " has rank " + std::to_string(dst.rank()) + " " + dst.sizes.str() + " but " + n.src +
+                    " has rank " + std::to_string(src.rank()) + " " + src.sizes.str());
+    expect_sizes(n, n.dst, dst, t.dst, (std::string("the transposed convolution of ") + n.src + " " + src.sizes.str() +
+                                        " with " + n.wei + " " + wei_sizes.str() + " produces").c_str());
+    if (bias.defined() && (bias.rank() != 1 || bias.sizes[0] != t.dst[1]))
+        fail(n, std::string(n.bias) + " has sizes " + bias.sizes.str() + " but must be [" + std::to_string(t.dst[1]) +
+                    "] (one value per output channel)");
+    Call c{tdir == Direction::fwd ? Direction::bwd_d : tdir == Direction::bwd_d ? Direction::fwd : Direction::bwd_w,
+           dst, wei, src, bias, &t.conv, post_ops, &stream, &deps, &options};
+    c.transposed = true;
+    c.names = tdir == Direction::fwd ? &kTFwdAsConv : tdir == Direction::bwd_d ? &kTBwdDAsConv : &kTBwdWAsConv;
+    return run(c);
+}
 }  // namespace
 }  // namespace core
 
@@ -506,6 +649,32 @@ Event convolution_backward_weights(const TensorView& diff_weights, const TensorV
                                    const ConvOptions& options) {
     core::Call c{core::Direction::bwd_w, src, diff_weights, diff_dst, diff_bias, &params, nullptr, &stream, &deps, &options};
     return core::run(c);
+}
+
+Dims conv_transpose_output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvTransposeParams& params) {
+    const core::Names n{"conv_transpose_output_shape", "src", "weights", "dst", "bias"};
+    return core::transposed_shape(n, src_sizes, weights_sizes, params).dst;
+}
+
+Event conv_transpose_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
+                             const TensorView& bias, const ConvTransposeParams& params, const PostOps& post_ops,
+                             const Stream& stream, const std::vector<Event>& deps, const ConvOptions& options) {
+    return core::run_transposed(core::Direction::fwd, src, weights, dst, bias, params, &post_ops, stream, deps, options);
+}
+
+Event conv_transpose_backward_data(const TensorView& diff_src, const TensorView& diff_dst, const TensorView& weights,
+                                   const ConvTransposeParams& params, const Stream& stream,
+                                   const std::vector<Event>& deps, const ConvOptions& options) {
+    return core::run_transposed(core::Direction::bwd_d, diff_src, weights, diff_dst, TensorView(), params, nullptr,
+                                stream, deps, options);
+}
+
+Event conv_transpose_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
+                                      const TensorView& diff_dst, const TensorView& src,
+                                      const ConvTransposeParams& params, const Stream& stream,
+                                      const std::vector<Event>& deps, const ConvOptions& options) {
+    return core::run_transposed(core::Direction::bwd_w, src, diff_weights, diff_dst, diff_bias, params, nullptr,
+                                stream, deps, options);
 }
 
 }  // namespace convkit

@@ -1,6 +1,7 @@
 // ConvProblem: dims, hashing, equality and its printable form.
 #include <cstring>
 #include <functional>
+#include <utility>
 
 #include "core/problem.hpp"
 
@@ -76,6 +77,17 @@ double ConvProblem::flops() const {
     return f;
 }
 
+ConvProblem ConvProblem::epilogue_view() const {
+    if (!transposed) return *this;
+    ConvProblem v = *this;
+    v.dir = Direction::fwd;
+    v.transposed = false;
+    std::swap(v.ic, v.oc);
+    std::swap(v.src_layout, v.dst_layout);
+    for (int i = 0; i < 3; ++i) std::swap(v.in[i], v.out[i]);
+    return v;
+}
+
 bool ConvProblem::has_sum() const {
     for (int i = 0; i < n_post_ops; ++i)
         if (post_ops[i].kind == PostOp::Kind::sum) return true;
@@ -120,7 +132,7 @@ std::size_t ConvProblem::hash() const {
     hs.add(static_cast<uint64_t>(src_layout) | static_cast<uint64_t>(wei_layout) << 4 |
            static_cast<uint64_t>(dst_layout) << 8 | static_cast<uint64_t>(with_bias) << 12 |
            static_cast<uint64_t>(deterministic) << 13 | static_cast<uint64_t>(allow_tf32) << 14 |
-           static_cast<uint64_t>(packed_weights) << 15);
+           static_cast<uint64_t>(packed_weights) << 15 | static_cast<uint64_t>(transposed) << 16);
     hs.add(static_cast<uint64_t>(n_post_ops));
     for (int i = 0; i < n_post_ops; ++i) {
         const auto& p = post_ops[i];
@@ -138,7 +150,8 @@ bool ConvProblem::operator==(const ConvProblem& o) const {
     if (dir != o.dir || dt != o.dt || device != o.device || nsp != o.nsp || mb != o.mb || g != o.g ||
         ic != o.ic || oc != o.oc || src_layout != o.src_layout || wei_layout != o.wei_layout ||
         dst_layout != o.dst_layout || with_bias != o.with_bias || deterministic != o.deterministic ||
-        allow_tf32 != o.allow_tf32 || packed_weights != o.packed_weights || n_post_ops != o.n_post_ops)
+        allow_tf32 != o.allow_tf32 || packed_weights != o.packed_weights || n_post_ops != o.n_post_ops ||
+        transposed != o.transposed)
         return false;
     for (int i = 0; i < 3; ++i)
         if (in[i] != o.in[i] || out[i] != o.out[i] || k[i] != o.k[i] || stride[i] != o.stride[i] ||
@@ -152,7 +165,7 @@ bool ConvProblem::operator==(const ConvProblem& o) const {
 std::string ConvProblem::str() const {
     static const char* kSp[3] = {"d", "h", "w"};
     const int first = 3 - nsp;  // benchdnn letters: 1D uses w, 2D h and w, 3D d, h and w
-    std::string s = std::string(to_string(dir)) + " " + to_string(dt) + " ";
+    std::string s = std::string(transposed ? "transposed-as-" : "") + to_string(dir) + " " + to_string(dt) + " ";
     s += (src_layout == Layout::channels_last ? "nhwc " : "nchw ");
     if (g != 1) s += "g" + std::to_string(g);
     s += "mb" + std::to_string(mb) + "ic" + std::to_string(ic);

@@ -53,6 +53,16 @@ struct ConvProblem {
     bool allow_tf32 = true;
     // Weights come prepacked by this backend (ConvArgs::packed) instead of as a tensor.
     bool packed_weights = false;
+    // Part of a transposed convolution (conv_transpose_*), which the core describes as the
+    // convolution whose data gradient it is: its forward is this problem's bwd_d, its backward
+    // data a plain fwd (never marked), its backward weights this problem's bwd_w with the
+    // activations' roles swapped. What the mark changes:
+    //   bwd_d: bias [ic] and the post-ops apply to diff_src (the transposed output), fused where
+    //          the backend can, as a forward convolution's apply to dst;
+    //   bwd_w: diff_bias [ic] is the channel sum of `src` (the transposed output's gradient),
+    //          not of diff_dst.
+    // padding_r may be negative here (output_padding >= stride, allowed when dilation is larger).
+    bool transposed = false;
 
     int64_t icg() const { return ic / g; }
     int64_t ocg() const { return oc / g; }
@@ -63,6 +73,15 @@ struct ConvProblem {
     Spatial3 spatial3() const;
     double flops() const;
     bool has_sum() const;
+    // bias and post-ops go onto the output (forward, or transposed backward-data).
+    bool has_epilogue() const {
+        return (dir == Direction::fwd || (dir == Direction::bwd_d && transposed)) && (with_bias || n_post_ops > 0);
+    }
+    // The problem as a forward convolution's epilogue sees it: its dst (oc channels of out
+    // positions, dst_layout) is the tensor that bias and post-ops apply to, or whose channel sums
+    // are the bias gradient. That is this problem's dst except in transposed problems, where it
+    // is src (channels and sizes swapped in the view).
+    ConvProblem epilogue_view() const;
 
     std::size_t hash() const;
     bool operator==(const ConvProblem& o) const;
@@ -86,5 +105,10 @@ struct ConvArgs {
     const PostOps* post_ops = nullptr;
     const void* packed = nullptr;
 };
+
+// The tensor of `a` that ConvProblem::epilogue_view() calls dst.
+inline const TensorView& epilogue_tensor(const ConvProblem& p, const ConvArgs& a) {
+    return p.transposed ? a.src : a.dst;
+}
 
 }  // namespace convkit::core

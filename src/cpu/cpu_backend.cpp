@@ -22,6 +22,7 @@ struct Plan {
     std::shared_ptr<DnnlPlan> dnnl;
     std::shared_ptr<F64Plan> f64;
     std::shared_ptr<SplitPlan> split;
+    std::shared_ptr<TransposedPlan> transposed;  // wraps the plan of its base problem
 };
 
 using PlanCache = core::LruCache<ConvProblem, Plan, core::ConvProblemHash>;
@@ -63,12 +64,23 @@ private:
 std::shared_ptr<Plan> get_plan(const ConvProblem& p) {
     return plan_cache().get_or_create(p, [&p] {
         auto plan = std::make_shared<Plan>();
-        if (p.dt == DType::f64)
+        if (p.transposed)
+            plan->transposed = make_transposed_plan(p);
+        else if (p.dt == DType::f64)
             plan->f64 = make_f64_plan(p);
         else if (!wants_split(p) || !(plan->split = make_split_plan(p)))
             plan->dnnl = make_dnnl_plan(p);
         return plan;
     });
+}
+
+Event run_plain(Plan& plan, const ConvProblem& p, const ConvArgs& args) {
+    if (plan.f64) {
+        run_f64_plan(*plan.f64, p, args);
+        return Event();
+    }
+    if (plan.split) return run_split_plan(*plan.split, args);
+    return run_dnnl_plan(*plan.dnnl, p, args);
 }
 
 // Runs `fn`, translating oneDNN and allocation failures into convkit::Errors.
@@ -93,6 +105,14 @@ public:
 
     std::string check(const ConvProblem& p) const override {
         if (!p.device.is_cpu()) return "the cpu engine runs host tensors only";
+        // A transposed convolution with output_padding >= stride (allowed where the dilation is
+        // larger) is a convolution whose post-padding is below 1 - stride, which oneDNN 2.6's
+        // descriptors refuse; the f64 path takes any.
+        if (p.dt != DType::f64)
+            for (int i = 0; i < p.nsp; ++i)
+                if (p.padding_r[i] < 1 - p.stride[i])
+                    return "padding_r " + std::to_string(p.padding_r[i]) +
+                           " (a transposed convolution's output_padding >= stride) is below oneDNN's limit 1 - stride";
         return "";
     }
 
@@ -102,12 +122,10 @@ public:
         SerialScope serial(p);
         return guarded(p, "running", [&] {
             std::shared_ptr<Plan> plan = get_plan(p);
-            if (plan->f64) {
-                run_f64_plan(*plan->f64, p, args);
-                return Event();
-            }
-            if (plan->split) return run_split_plan(*plan->split, args);
-            return run_dnnl_plan(*plan->dnnl, p, args);
+            if (plan->transposed)
+                return run_transposed_plan(*plan->transposed, args,
+                                           [](const ConvProblem& q, const ConvArgs& a) { run_plain(*get_plan(q), q, a); });
+            return run_plain(*plan, p, args);
         });
     }
 
@@ -150,8 +168,13 @@ PlanInfo plan_info(const ConvProblem& p) {
     SerialScope serial(p);
     return guarded(p, "planning", [&] {
         std::shared_ptr<Plan> plan = get_plan(p);
-        if (plan->f64) return f64_plan_info(*plan->f64);
-        return plan->split ? split_plan_info(*plan->split) : dnnl_plan_info(*plan->dnnl);
+        auto info = [](Plan& pl) {
+            if (pl.f64) return f64_plan_info(*pl.f64);
+            return pl.split ? split_plan_info(*pl.split) : dnnl_plan_info(*pl.dnnl);
+        };
+        if (plan->transposed)
+            return transposed_plan_info(*plan->transposed, info(*get_plan(transposed_base(*plan->transposed))));
+        return info(*plan);
     });
 }
 

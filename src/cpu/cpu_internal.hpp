@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -91,6 +92,16 @@ bool wants_split(const core::ConvProblem& p);
 std::shared_ptr<SplitPlan> make_split_plan(const core::ConvProblem& p);  // null: not splittable
 Event run_split_plan(SplitPlan& plan, const core::ConvArgs& args);
 PlanInfo split_plan_info(SplitPlan& plan);
+
+// Transposed convolutions (transposed_plan.cpp): the convolution they run as (the base problem,
+// run through `run_base` with its own cached plan), plus the epilogue on a transposed forward's
+// output or the bias gradient of a transposed backward-weights.
+class TransposedPlan;
+using RunBase = std::function<void(const core::ConvProblem&, const core::ConvArgs&)>;
+std::shared_ptr<TransposedPlan> make_transposed_plan(const core::ConvProblem& p);
+const core::ConvProblem& transposed_base(const TransposedPlan& plan);
+Event run_transposed_plan(const TransposedPlan& plan, const core::ConvArgs& args, const RunBase& run_base);
+PlanInfo transposed_plan_info(const TransposedPlan& plan, const PlanInfo& base);
 
 // f64 plans (f64_plan.cpp; run_f64_plan in f64_conv.cpp).
 std::shared_ptr<F64Plan> make_f64_plan(const core::ConvProblem& p);

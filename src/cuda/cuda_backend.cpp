@@ -62,6 +62,8 @@ public:
         if (p.device.index < 0 || p.device.index >= n)
             return "device " + p.device.str() + " does not exist (" + std::to_string(n) + " visible)";
         if (p.packed_weights) return "the cuda engine does not prepack weights";
+        if (p.transposed && (p.with_bias || p.n_post_ops > 0))
+            return "transposed convolution with bias or post-ops is not implemented on cuda yet";
         // cuDNN indexes tensors with 32-bit integers (pytorch#22496).
         const double limit = 2147483647.0;
         auto numel = [](const Dims& d) {

@@ -118,23 +118,51 @@ template <typename F> inline void for_each_tap(const core::Spatial3& g, int64_t 
     }
 }
 
+// Bias and the post-op chain on one output element, in double (f32/f64) or float (16-bit), then
+// one rounding: the forward convolution's dst, or a transposed convolution's (diff_src here).
+template <typename T, typename Tr = Traits<T>, typename A = typename Traits<T>::acc> struct Finish {
+    const T* bias = nullptr;
+    int64_t bias_st = 0;
+    const PostOps* post_ops = nullptr;
+    std::vector<V5<T>> operands;  // binary operands, broadcast dims with stride 0
+
+    Finish(const ConvProblem& p, const ConvArgs& a) : post_ops(a.post_ops) {
+        if (a.bias.defined()) {
+            bias = static_cast<const T*>(a.bias.data);
+            bias_st = a.bias.strides[0];
+        }
+        if (post_ops)
+            for (const PostOp& op : *post_ops)
+                if (op.kind == PostOp::Kind::binary) {
+                    TensorView t = op.operand;
+                    for (int d = 0; d < t.rank(); ++d)
+                        if (t.sizes[d] == 1) t.strides[d] = 0;
+                    operands.emplace_back(t, p.nsp);
+                }
+    }
+
+    void store(A acc, T& out, int64_t n, int64_t c, int64_t d, int64_t h, int64_t w) const {
+        if (bias) acc += Tr::load(bias[c * bias_st]);
+        if (post_ops) {
+            std::size_t bi = 0;
+            for (const PostOp& op : *post_ops) {
+                switch (op.kind) {
+                    case PostOp::Kind::eltwise: acc = eltwise<A>(op.eltwise, acc, A(op.alpha), A(op.beta)); break;
+                    case PostOp::Kind::sum: acc += A(op.scale) * Tr::load(out); break;
+                    case PostOp::Kind::binary: acc = binary<A>(op.binary, acc, Tr::load(operands[bi++].at(n, c, d, h, w))); break;
+                }
+            }
+        }
+        out = Tr::store(acc);
+    }
+};
+
 template <typename T, typename Tr = Traits<T>, typename A = typename Traits<T>::acc>
 void forward(const ConvProblem& p, const ConvArgs& a) {
     const core::Spatial3 g = p.spatial3();
     const V5<T> src(a.src, p.nsp), wei(a.weights, p.nsp), dst(a.dst, p.nsp);
-    const T* bias = a.bias.defined() ? static_cast<const T*>(a.bias.data) : nullptr;
-    const int64_t bias_st = a.bias.defined() ? a.bias.strides[0] : 0;
-    const int64_t G = p.g, OCG = p.ocg(), ICG = p.icg();
-    // Binary operands as 5-D views whose broadcast dims have stride 0.
-    std::vector<V5<T>> operands;
-    if (a.post_ops)
-        for (const PostOp& op : *a.post_ops)
-            if (op.kind == PostOp::Kind::binary) {
-                TensorView t = op.operand;
-                for (int d = 0; d < t.rank(); ++d)
-                    if (t.sizes[d] == 1) t.strides[d] = 0;
-                operands.emplace_back(t, p.nsp);
-            }
+    const Finish<T> finish(p, a);
+    const int64_t OCG = p.ocg(), ICG = p.icg();
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < p.mb; ++n)
         for (int64_t oc = 0; oc < p.oc; ++oc) {
@@ -153,27 +181,7 @@ void forward(const ConvProblem& p, const ConvArgs& a) {
                             for (int64_t icg = 0; icg < ICG; ++icg)
                                 acc += Tr::load(sp[icg * src.s[1]]) * Tr::load(wp[icg * wei.s[1]]);
                         });
-                        if (bias) acc += Tr::load(bias[oc * bias_st]);
-                        T& out = dst.at(n, oc, od, oh, ow);
-                        if (a.post_ops) {
-                            std::size_t bi = 0;
-                            for (const PostOp& op : *a.post_ops) {
-                                switch (op.kind) {
-                                    case PostOp::Kind::eltwise:
-                                        acc = eltwise<A>(op.eltwise, acc, A(op.alpha), A(op.beta));
-                                        break;
-                                    case PostOp::Kind::sum:
-                                        acc += A(op.scale) * Tr::load(out);
-                                        break;
-                                    case PostOp::Kind::binary:
-                                        acc = binary<A>(op.binary, acc,
-                                                        Tr::load(operands[bi++].at(n, oc, od, oh, ow)));
-                                        break;
-                                }
-                            }
-                        }
-                        (void)G;
-                        out = Tr::store(acc);
+                        finish.store(acc, dst.at(n, oc, od, oh, ow), n, oc, od, oh, ow);
                     }
         }
 }
@@ -183,6 +191,9 @@ void backward_data(const ConvProblem& p, const ConvArgs& a) {
     const core::Spatial3 g = p.spatial3();
     const V5<T> dsrc(a.src, p.nsp), wei(a.weights, p.nsp), ddst(a.dst, p.nsp);
     const int64_t OCG = p.ocg(), ICG = p.icg();
+    // A transposed convolution's forward: bias and post-ops on diff_src (the core passes none
+    // otherwise).
+    const Finish<T> finish(p, a);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < p.mb; ++n)
         for (int64_t ic = 0; ic < p.ic; ++ic) {
@@ -217,7 +228,7 @@ void backward_data(const ConvProblem& p, const ConvArgs& a) {
                                 }
                             }
                         }
-                        dsrc.at(n, ic, id, ih, iw) = Tr::store(acc);
+                        finish.store(acc, dsrc.at(n, ic, id, ih, iw), n, ic, id, ih, iw);
                     }
         }
 }
@@ -255,16 +266,20 @@ void backward_weights(const ConvProblem& p, const ConvArgs& a) {
                             Tr::store(acc[static_cast<std::size_t>(icg * KS + (kd * g.k[1] + kh) * g.k[2] + kw)]);
     }
     if (a.bias.defined()) {
+        // Channel sums of diff_dst, or of src for a transposed convolution (its output's gradient).
         T* db = static_cast<T*>(a.bias.data);
         const int64_t bst = a.bias.strides[0];
+        const V5<T>& sums = p.transposed ? src : ddst;
+        const int64_t C = p.transposed ? p.ic : p.oc;
+        const int64_t* sp = p.transposed ? g.in : g.out;
 #pragma omp parallel for schedule(static)
-        for (int64_t oc = 0; oc < p.oc; ++oc) {
+        for (int64_t c = 0; c < C; ++c) {
             A acc = 0;
             for (int64_t n = 0; n < p.mb; ++n)
-                for (int64_t od = 0; od < g.out[0]; ++od)
-                    for (int64_t oh = 0; oh < g.out[1]; ++oh)
-                        for (int64_t ow = 0; ow < g.out[2]; ++ow) acc += Tr::load(ddst.at(n, oc, od, oh, ow));
-            db[oc * bst] = Tr::store(acc);
+                for (int64_t d = 0; d < sp[0]; ++d)
+                    for (int64_t h = 0; h < sp[1]; ++h)
+                        for (int64_t w = 0; w < sp[2]; ++w) acc += Tr::load(sums.at(n, c, d, h, w));
+            db[c * bst] = Tr::store(acc);
         }
     }
 }

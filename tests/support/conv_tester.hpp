@@ -111,6 +111,13 @@ public:
     ConvTester& bias(bool on = true) { bias_ = on; return *this; }
     // benchdnn's spelling, '+' between ops; binary operands as described at the top.
     ConvTester& post_ops(std::string text) { post_ops_ = std::move(text); return *this; }
+    // A transposed convolution (conv_transpose_*) of the same sizes: src [mb, ic, size...],
+    // weights [ic, oc / groups, kernel...], dst the transposed output; post-ops on its forward.
+    ConvTester& transposed(Dims output_padding = {}) {
+        transposed_ = true;
+        output_padding_ = output_padding;
+        return *this;
+    }
 
     // ---- the data ----
     ConvTester& dtype(DType v) { dt_ = v; return *this; }
@@ -216,9 +223,21 @@ public:
     bool has_post_ops() const { return !post_ops_.empty(); }
 
     const ConvParams& params() const { return prm_; }
+    bool is_transposed() const { return transposed_; }
+    ConvTransposeParams transposed_params() const {
+        ConvTransposeParams t;
+        t.stride = prm_.stride, t.padding_l = prm_.padding_l, t.padding_r = prm_.padding_r;
+        t.dilation = prm_.dilation, t.groups = prm_.groups, t.output_padding = output_padding_;
+        return t;
+    }
     Dims src_dims() const { return with_spatial(Dims{mb_, ic_}, in_); }
-    Dims wei_dims() const { return with_spatial(Dims{oc_, ic_ / prm_.groups}, k_); }
-    Dims dst_dims() const { return output_shape(src_dims(), wei_dims(), params()); }
+    Dims wei_dims() const {
+        return transposed_ ? with_spatial(Dims{ic_, oc_ / prm_.groups}, k_) : with_spatial(Dims{oc_, ic_ / prm_.groups}, k_);
+    }
+    Dims dst_dims() const {
+        return transposed_ ? conv_transpose_output_shape(src_dims(), wei_dims(), transposed_params())
+                           : output_shape(src_dims(), wei_dims(), params());
+    }
 
     // The problem as the core describes it to a backend, without post-ops (for plan queries).
     core::ConvProblem problem(Dir dir) const {
@@ -271,7 +290,11 @@ public:
             padding_r_implied = padding_r_implied && implied == padding_r[i];
         }
         s += " " + d.str();
-        if (!padding_r_implied) s += " padding_r" + padding_r.str();
+        if (!padding_r_implied && !transposed_) s += " padding_r" + padding_r.str();
+        if (transposed_) {
+            s += " transposed padding_r" + padding_r.str();
+            if (!output_padding_.empty()) s += " output_padding" + output_padding_.str();
+        }
         if (bias_) s += " bias";
         if (!post_ops_.empty()) s += " post-ops " + post_ops_;
         if (tf32_) s += *tf32_ ? " tf32" : " no-tf32";
@@ -366,6 +389,14 @@ public:
         } tf32(engine == Engine::ref ? std::nullopt : tf32_);
         const ConvParams& p = prm_;
         const Stream& s = engine == Engine::ref ? Stream() : stream_;
+        if (transposed_) {
+            const ConvTransposeParams tp = transposed_params();
+            switch (dir) {
+                case Dir::fwd: return conv_transpose_forward(t.dst, t.src, t.wei, t.bias.view(), tp, t.ops, s, {}, o);
+                case Dir::bwd_d: return conv_transpose_backward_data(t.src, t.dst, t.wei, tp, s, {}, o);
+                case Dir::bwd_w: return conv_transpose_backward_weights(t.wei, t.bias.view(), t.dst, t.src, tp, s, {}, o);
+            }
+        }
         switch (dir) {
             case Dir::fwd: return convolution_forward(t.dst, t.src, t.wei, t.bias.view(), p, t.ops, s, {}, o);
             case Dir::bwd_d: return convolution_backward_data(t.src, t.dst, t.wei, p, s, {}, o);
@@ -380,6 +411,12 @@ public:
         double K = dir == Dir::fwd ? static_cast<double>(ic_ / g) : dir == Dir::bwd_d ? static_cast<double>(oc_ / g)
                                                                                       : static_cast<double>(mb_);
         const Dims o = dst_dims();
+        if (transposed_ && dir == Dir::bwd_w) {
+            // The reduction runs over the transposed input's positions (at most the kernel's taps
+            // per output in the other directions: the bound below holds for both).
+            for (int64_t v : in_) K *= static_cast<double>(v);
+            return output_scale(K);
+        }
         if (dir == Dir::bwd_w)
             for (int i = 2; i < o.rank(); ++i) K *= static_cast<double>(o[i]);
         else
@@ -418,6 +455,8 @@ private:
     int64_t mb_ = 2, ic_ = 8, oc_ = 16;
     Dims in_{8, 8}, k_{3, 3};
     ConvParams prm_;  // stride, dilation, padding and groups as the call gets them
+    bool transposed_ = false;
+    Dims output_padding_;
     bool bias_ = false;
     std::string post_ops_;
     DType dt_ = DType::f32;
