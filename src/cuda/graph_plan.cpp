@@ -61,10 +61,13 @@ public:
             epilogue_ = true;
             conv_to_temp_ = p.has_sum() || acc32_;
             if (conv_to_temp_) {
-                slots_[2] = kConvTemp;
-                temp_bytes_ = static_cast<std::size_t>(p.mb) * static_cast<std::size_t>(p.oc) *
+                // The result tensor: y (forward), x (a transposed forward's backward data).
+                const core::ConvProblem v = p.epilogue_view();
+                if (p.dir != Direction::bwd_d) slots_[2] = kConvTemp;
+                else if (!padded_) slots_[0] = kConvTemp;  // padded: cropped into the temporary
+                temp_bytes_ = static_cast<std::size_t>(v.mb) * static_cast<std::size_t>(v.oc) *
                               (acc32_ ? sizeof(float) : dtype_size(p.dt));
-                for (int i = 0; i < p.nsp; ++i) temp_bytes_ *= static_cast<std::size_t>(p.out[i]);
+                for (int i = 0; i < v.nsp; ++i) temp_bytes_ *= static_cast<std::size_t>(v.out[i]);
             }
             fill_epilogue_template(p, &epi_);
             epi_.in_f32 = acc32_;
@@ -96,11 +99,15 @@ public:
         b.workspace = ws.data();
         executor_->execute(h.get(), b);
 
-        if (padded_ && p.dir == Direction::bwd_d)
-            launch_copy_window(act.data, act_strides, interior, pad_strides_, act_sizes, es, s);
+        if (padded_ && p.dir == Direction::bwd_d) {
+            // Cropped into diff_src, or into the temporary the epilogue reads (same dense layout).
+            void* to = conv_to_temp_ ? temp.data() : act.data;
+            launch_copy_window(to, act_strides, interior, pad_strides_, act_sizes, es, s);
+        }
         if (epilogue_) {
-            EpilogueArgs e = epilogue_args(epi_, a);
-            e.in = conv_to_temp_ ? temp.data() : a.dst.data;
+            const TensorView& out = core::epilogue_tensor(p, a);
+            EpilogueArgs e = epilogue_args(epi_, a, out);
+            e.in = conv_to_temp_ ? temp.data() : out.data;
             launch_epilogue(e, s);
         }
         if (bias_grad_) run_bias_grad(p, a, s);
@@ -156,7 +163,19 @@ std::shared_ptr<const Plan> build_graph_plan(const ConvProblem& p, bool aligned,
     GraphSpec g = conv_spec(p, padded, alignment);
     std::vector<int> slots;
     if (r == Result::fused && !fused_spec(p, &g, &slots)) return nullptr;
-    if (r == Result::acc32) g.y.dtype = CUDNN_DATA_FLOAT;
+    if (r == Result::acc32) {
+        // A transposed forward's f32 backward data: not cropped from a padded temporary (that has
+        // the problem's dtype), and NHWC only: NCHW bf16/f16 -> f32 dgrad graphs built and ran,
+        // and came out wrong on every element (H200, cuDNN 9.19, 3x3 stride 1 8 -> 16 channels),
+        // so those go to the widened kind.
+        if (p.dir == Direction::bwd_d &&
+            (padded || p.src_layout != Layout::channels_last || p.dst_layout != Layout::channels_last ||
+             p.wei_layout != Layout::channels_last)) {
+            *why = "no f32 result for this backward data (padded or not NHWC)";
+            return nullptr;
+        }
+        (p.dir == Direction::bwd_d ? g.x : g.y).dtype = CUDNN_DATA_FLOAT;
+    }
     std::shared_ptr<GraphPlan> plan;
     try {
         Graph graph = build_graph(h, g);
@@ -167,7 +186,7 @@ std::shared_ptr<const Plan> build_graph_plan(const ConvProblem& p, bool aligned,
         if (r != Result::fused) {
             // x is src (fwd, bwd_w) or diff_src (bwd_d): the padded temporary either way.
             slots = {padded ? kPaddedSrc : kSrc, kWei, kDst};
-            if (r == Result::acc32) slots[p.dir == Direction::bwd_w ? 1 : 2] = kConvTemp;
+            if (r == Result::acc32) slots[p.dir == Direction::bwd_w ? 1 : p.dir == Direction::bwd_d ? 0 : 2] = kConvTemp;
         }
         plan = std::make_shared<GraphPlan>(p, std::move(graph), std::move(c), g, std::move(slots), padded,
                                            r == Result::acc32);

@@ -27,10 +27,9 @@ bool asymmetric(const core::ConvProblem& p);
 // f16 or bf16: accumulated in f32, rounded to 16 bits once by the reference.
 inline bool is_16bit(DType dt) { return dt == DType::f16 || dt == DType::bf16; }
 
-// A forward problem with bias or post-ops: a pass over dst follows the convolution unless fused.
-inline bool has_epilogue(const core::ConvProblem& p) {
-    return p.dir == core::Direction::fwd && (p.with_bias || p.n_post_ops > 0);
-}
+// A forward (or transposed backward-data) problem with bias or post-ops: a pass over its output
+// (ConvProblem::epilogue_view) follows the convolution unless fused.
+inline bool has_epilogue(const core::ConvProblem& p) { return p.has_epilogue(); }
 
 // Multiply-adds of the convolution (a double: only compared with thresholds).
 double macs(const core::ConvProblem& p);

@@ -38,7 +38,8 @@ void set_epilogue_shape(EpilogueArgs* e, DType dt, const Dims& sizes, Layout lay
 }
 
 void fill_epilogue_template(const core::ConvProblem& p, EpilogueArgs* e) {
-    set_epilogue_shape(e, p.dt, p.dst_dims(), p.dst_layout);
+    const core::ConvProblem v = p.epilogue_view();
+    set_epilogue_shape(e, p.dt, v.dst_dims(), v.dst_layout);
     e->n_ops = p.n_post_ops;
     int nb = 0;
     for (int i = 0; i < p.n_post_ops; ++i) {
@@ -54,11 +55,11 @@ void fill_epilogue_template(const core::ConvProblem& p, EpilogueArgs* e) {
     e->n_operands = nb;
 }
 
-EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a) {
+EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a, const TensorView& out) {
     EpilogueArgs e = tmpl;
-    e.in = a.dst.data;
-    e.prior = a.dst.data;
-    e.out = a.dst.data;
+    e.in = out.data;
+    e.prior = out.data;
+    e.out = out.data;
     e.bias = a.bias.defined() ? a.bias.data : nullptr;
     e.bias_stride = a.bias.defined() ? a.bias.strides[0] : 0;
     int k = 0;
@@ -73,13 +74,14 @@ EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a) {
 }
 
 void run_bias_grad(const core::ConvProblem& p, const core::ConvArgs& a, cudaStream_t s) {
+    const core::ConvProblem v = p.epilogue_view();
     BiasGradArgs b;
     b.dt = p.dt;
-    b.n = p.mb;
-    b.c = p.oc;
-    for (int i = 0; i < p.nsp; ++i) b.s *= p.out[i];
-    b.channels_last = p.dst_layout == Layout::channels_last;
-    b.diff_dst = a.dst.data;
+    b.n = v.mb;
+    b.c = v.oc;
+    for (int i = 0; i < v.nsp; ++i) b.s *= v.out[i];
+    b.channels_last = v.dst_layout == Layout::channels_last;
+    b.diff_dst = core::epilogue_tensor(p, a).data;
     b.diff_bias = a.bias.data;
     b.bias_stride = a.bias.strides[0];
     core::Buffer partial = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");

@@ -81,12 +81,16 @@ std::size_t dense_bytes(const Dims& sizes, DType dt);
 
 // The epilogue's view of a dense tensor: dtype, rank, layout, logical sizes (1 past the rank).
 void set_epilogue_shape(EpilogueArgs* e, DType dt, const Dims& sizes, Layout layout);
-// The forward epilogue of problem `p` (bias and post-op chain over dst) without pointers.
+// The epilogue of problem `p` (bias and post-op chain over its output: dst, or diff_src of a
+// transposed forward; ConvProblem::epilogue_view) without pointers.
 void fill_epilogue_template(const core::ConvProblem& p, EpilogueArgs* e);
-// `tmpl` with the call's pointers: in, prior and out are dst; bias; binary operands and strides.
-EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a);
+// `tmpl` with the call's pointers: in, prior and out are `out` (the output the template is of);
+// bias; binary operands and strides.
+EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a, const TensorView& out);
+inline EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a) { return epilogue_args(tmpl, a, a.dst); }
 
-// diff_bias from diff_dst (our deterministic reduction), enqueued on `s`.
+// diff_bias from diff_dst, or from src in a transposed problem (our deterministic reduction),
+// enqueued on `s`.
 void run_bias_grad(const core::ConvProblem& p, const core::ConvArgs& a, cudaStream_t s);
 
 // How plans were obtained since the last clear_cache (cuda_api.hpp's PlanCounters).

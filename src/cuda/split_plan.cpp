@@ -107,7 +107,7 @@ private:
 // Strided backward-data whose numerics rule out tensor-core engines (f32 without TF32, f64):
 // there cuDNN's strided dgrad engines are slow. Tensor-core dtypes have fast ones.
 bool split_applies(const ConvProblem& p) {
-    if (p.dir != Direction::bwd_d || p.mb == 0) return false;
+    if (p.dir != Direction::bwd_d || p.mb == 0 || p.has_epilogue()) return false;
     if (!((p.dt == DType::f32 && !p.allow_tf32) || p.dt == DType::f64)) return false;
     bool strided = false;
     for (int i = 0; i < p.nsp; ++i) {

@@ -23,7 +23,7 @@ public:
     WidePlan(const ConvProblem& p, std::shared_ptr<const Plan> inner) : Plan(p), inner_(std::move(inner)) {
         info_.found = true;
         info_.engine_name = "widened to f32: " + inner_->info().engine_name + " (f32 result)";
-        if (p.dir == Direction::fwd) {
+        if (p.has_epilogue()) {  // forward, or a transposed forward (backward data onto diff_src)
             fill_epilogue_template(p, &epi_);
             epi_.in_f32 = true;
         } else {
@@ -48,16 +48,17 @@ public:
             v.dtype = DType::f32;
             return v;
         };
-        const bool fwd = p.dir == Direction::fwd;
+        const bool fwd = p.dir == Direction::fwd, bwd_d = p.dir == Direction::bwd_d;
         core::Buffer x, w, y;
         ConvArgs wa;
-        wa.src = widened(a.src, &x, true, "f32 copy of src");
-        wa.weights = widened(a.weights, &w, fwd, fwd ? "f32 copy of the weights" : "f32 diff_weights");
+        wa.src = widened(a.src, &x, !bwd_d, bwd_d ? "f32 convolution result" : "f32 copy of src");
+        wa.weights = widened(a.weights, &w, fwd || bwd_d, p.dir == Direction::bwd_w ? "f32 diff_weights" : "f32 copy of the weights");
         wa.dst = widened(a.dst, &y, !fwd, fwd ? "f32 convolution result" : "f32 copy of diff_dst");
         inner_->run(wa, s);
-        if (fwd) {
-            EpilogueArgs e = epilogue_args(epi_, a);
-            e.in = y.data();
+        if (fwd || bwd_d) {
+            const TensorView& out = core::epilogue_tensor(p, a);
+            EpilogueArgs e = epilogue_args(epi_, a, out);
+            e.in = fwd ? y.data() : x.data();
             e.in_f32 = true;
             launch_epilogue(e, s);
         } else {
@@ -87,6 +88,7 @@ std::shared_ptr<const Plan> build_wide(const ConvProblem& p, bool aligned, cudnn
     q.allow_tf32 = true;
     q.with_bias = false;
     q.n_post_ops = 0;
+    q.transposed = false;
     std::shared_ptr<const Plan> inner = build_plain(q, aligned, h, why);
     if (!inner) return nullptr;
     return std::make_shared<WidePlan>(p, std::move(inner));
