@@ -23,6 +23,7 @@ Usage on the GPU machine (cuDNN from the PyTorch wheel on LD_LIBRARY_PATH):
   python3 bench/compare_torch_gpu.py [--mbs 32,256] [--configs f32-nchw] [--per-layer] [--out DIR]
   python3 bench/compare_torch_gpu.py --net inputs/mobilenet_v2_dw --configs bf16-nhwc
   python3 bench/compare_torch_gpu.py --first-call [--net inputs/resnet_50 --mbs 32 --configs bf16-nhwc]
+  python3 bench/compare_torch_gpu.py --driver=deconv --net inputs/deconv_unet --mbs 32 --configs bf16-nhwc,f32-nchw
   python3 bench/compare_torch_gpu.py --check /tmp/dump
 """
 import argparse
@@ -51,8 +52,10 @@ CONFIGS = {
 }
 
 
-def parse_batch(path):
-    """The 2D subset of benchdnn's descriptor syntax that convkit's network batch files use."""
+def parse_batch(path, deconv=False):
+    """The 2D subset of benchdnn's descriptor syntax that convkit's network batch files use. With
+    deconv (benchdnn's deconvolution driver) ic/ih are the input and oc/oh the output; an output
+    larger than the padding gives is PyTorch's output_padding ('op')."""
     layers = []
     for line in open(path):
         line = line.split('#', 1)[0].strip()
@@ -63,8 +66,13 @@ def parse_batch(path):
         d = {k: int(v) for k, v in re.findall(r'([a-z]+)(\d+)', body)}
         ih = d['ih']
         kh = d.get('kh', 1)
-        layers.append(dict(name=name, g=d.get('g', 1), ic=d['ic'], oc=d['oc'], ih=ih, iw=d.get('iw', ih),
-                           kh=kh, kw=d.get('kw', kh), s=d.get('sh', 1), p=d.get('ph', 0), dil=d.get('dh', 0) + 1))
+        L = dict(name=name, g=d.get('g', 1), ic=d['ic'], oc=d['oc'], ih=ih, iw=d.get('iw', ih),
+                 kh=kh, kw=d.get('kw', kh), s=d.get('sh', 1), p=d.get('ph', 0), dil=d.get('dh', 0) + 1, op=0)
+        if deconv:
+            natural = (ih - 1) * L['s'] - 2 * L['p'] + L['dil'] * (kh - 1) + 1
+            L['op'] = d.get('oh', natural) - natural
+            assert L['iw'] == ih and L['kw'] == kh, 'square deconvolution layers only'
+        layers.append(L)
     return layers
 
 
@@ -86,11 +94,27 @@ def torch_layer(L, mb, dtype, nhwc, first=None):
     """Tensors and the three calls of one layer, as the anchors scripts run them. The forward runs
     once here (for diff_dst's shape); with `first` (a dict) its wall time goes to first['fwd']."""
     x = torch.randn(mb, L['ic'], L['ih'], L['iw'], device='cuda', dtype=dtype)
-    w = torch.randn(L['oc'], L['ic'] // L['g'], L['kh'], L['kw'], device='cuda', dtype=dtype)
+    if L.get('deconv'):
+        w = torch.randn(L['ic'], L['oc'] // L['g'], L['kh'], L['kw'], device='cuda', dtype=dtype)
+    else:
+        w = torch.randn(L['oc'], L['ic'] // L['g'], L['kh'], L['kw'], device='cuda', dtype=dtype)
     if nhwc:
         x = x.to(memory_format=torch.channels_last)
         w = w.to(memory_format=torch.channels_last)
     s, p, d, g = L['s'], L['p'], L['dil'], L['g']
+    if L.get('deconv'):
+        op = L['op']
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        y = F.conv_transpose2d(x, w, stride=s, padding=p, output_padding=op, groups=g, dilation=d)
+        torch.cuda.synchronize()
+        if first is not None:
+            first['fwd'] += (time.perf_counter() - t0) * 1e3
+        gy = torch.randn_like(y)
+        args = (gy, x, w, None, [s, s], [p, p], [d, d], True, [op, op], g)
+        return dict(fwd=lambda: F.conv_transpose2d(x, w, stride=s, padding=p, output_padding=op, groups=g, dilation=d),
+                    bwd_d=lambda: torch.ops.aten.convolution_backward(*args, [True, False, False]),
+                    bwd_w=lambda: torch.ops.aten.convolution_backward(*args, [False, True, False]))
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     y = F.conv2d(x, w, stride=s, padding=p, dilation=d, groups=g)
@@ -137,9 +161,10 @@ def convkit_env(tf32, tune, extra):
     return env
 
 
-def convkit_harness(exe, batch, mb, dt, tag, dirs, env, log_path):
+def convkit_harness(exe, batch, mb, dt, tag, dirs, env, log_path, driver='conv'):
     """bench/cuda_layers network: per (layer, dir) first-call and steady times, and totals."""
-    cmd = [exe, 'network', '--batch=' + batch, '--mb=%d' % mb, '--dt=' + dt, '--tag=' + tag, '--dirs=' + ','.join(dirs)]
+    cmd = [exe, 'network', '--batch=' + batch, '--mb=%d' % mb, '--dt=' + dt, '--tag=' + tag, '--dirs=' + ','.join(dirs),
+           '--driver=' + driver]
     t0 = time.time()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.time() - t0
@@ -187,7 +212,10 @@ def perf(args):
     os.makedirs(args.out, exist_ok=True)
     batch = os.path.join(ROOT, args.net) if not os.path.isabs(args.net) else args.net
     net = os.path.basename(batch)
-    layers = parse_batch(batch)
+    deconv = args.driver == 'deconv'
+    layers = parse_batch(batch, deconv)
+    for L in layers:
+        L['deconv'] = deconv
     dirs = args.dirs.split(',')
     labels = args.configs.split(',') if args.configs else ['bf16-nhwc', 'tf32-nhwc', 'f32-nchw']
     rows = []
@@ -200,8 +228,10 @@ def perf(args):
             env = convkit_env(tf32, not args.no_autotune, args.env)
             stem = os.path.join(args.out, f'{net}_{label}_mb{mb}{args.suffix}')
             if args.harness == 'test':
-                ck = convkit_harness(args.cuda_layers, batch, mb, dt, tag, dirs, env, stem + '_convkit.log')
+                ck = convkit_harness(args.cuda_layers, batch, mb, dt, tag, dirs, env, stem + '_convkit.log', args.driver)
             else:
+                if deconv:
+                    raise SystemExit('--driver=deconv times convkit with --harness=test')
                 ck = convkit_bench(args.convkit, batch, mb, dt, tag, dirs, env, stem + '_convkit.csv',
                                    stem + '_convkit.log', args.max_ms)
             th, th_layer = torch_totals(layers, mb, tdt, nhwc, tf32, dirs, stem + '_torch.csv',
@@ -397,6 +427,8 @@ def main():
     ap.add_argument('--convkit', default=os.path.join(ROOT, 'build-gpu/convkit'))
     ap.add_argument('--cuda-layers', default=os.path.join(ROOT, 'build-gpu/bench/cuda_layers'))
     ap.add_argument('--net', default='inputs/resnet_50', help='batch file (2D layers)')
+    ap.add_argument('--driver', default='conv', choices=['conv', 'deconv'],
+                    help='deconv: the batch file holds transposed convolutions (benchdnn deconv descriptors)')
     ap.add_argument('--mbs', default='32')
     ap.add_argument('--dirs', default='fwd,bwd_d,bwd_w')
     ap.add_argument('--out', default='/tmp/convkit_compare')

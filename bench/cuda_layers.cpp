@@ -2,6 +2,9 @@
 // (these runs used to live inside test_cuda; a unit test is no place for timings or dumps).
 //
 //   cuda_layers network --batch=inputs/resnet_50 [--mb=32 --dt=bf16 --tag=nhwc --dirs=fwd,bwd_d,bwd_w]
+//                       [--driver=deconv]
+//       (--driver=deconv: the batch file's descriptors are benchdnn deconvolutions, run as
+//       conv_transpose_forward / _backward_data / _backward_weights.)
 //       Per layer and direction: the wall time of the first call (plan building: heuristics,
 //       autotuning or the tune file; plus the run and a synchronize), then the mean of 20
 //       back-to-back calls after 3 warm-ups, as compare_torch_gpu.py times PyTorch. Tensors are
@@ -42,6 +45,8 @@ const char* name(Dir d) { return d == Dir::fwd ? "fwd" : d == Dir::bwd_d ? "bwd_
 struct Layer {
     Dims src, wei, dst;
     ConvParams params;
+    bool transposed = false;
+    ConvTransposeParams tparams;  // transposed only
     DType dt = DType::f32;
     Layout layout = Layout::channels_first;
 };
@@ -61,6 +66,24 @@ Layer layer_of(const tools::ConvDesc& d, DType dt, bool nhwc) {
         l.params.dilation.push_back(d.dilation[i]);
     }
     l.params.groups = d.g;
+    if (d.kind == tools::DescKind::deconv) {
+        // src [mb, ic, in], weights [ic, oc/g, k] (the transposed layout); benchdnn's negative
+        // padding_r is output rows past the last window: PyTorch's output_padding.
+        l.transposed = true;
+        l.wei = Dims{d.ic, d.oc / d.g};
+        ConvTransposeParams& t = l.tparams;
+        t.groups = d.g;
+        for (int i = 3 - d.ndims; i < 3; ++i) {
+            l.wei.push_back(d.k[i]);
+            t.stride.push_back(d.stride[i]);
+            t.padding_l.push_back(d.padding_l[i]);
+            t.padding_r.push_back(std::max<int64_t>(0, d.padding_r[i]));
+            t.output_padding.push_back(std::max<int64_t>(0, -d.padding_r[i]));
+            t.dilation.push_back(d.dilation[i]);
+        }
+        l.dst = conv_transpose_output_shape(l.src, l.wei, t);
+        return l;
+    }
     l.dst = output_shape(l.src, l.wei, l.params);
     return l;
 }
@@ -97,6 +120,13 @@ Tensors make(const Layer& l) {
 Event run(const Layer& l, Tensors& t, Dir d, const Stream& s, const TensorView& bias = TensorView()) {
     ConvOptions o;
     o.engine = Engine::cuda;
+    if (l.transposed) {
+        switch (d) {
+            case Dir::fwd: return conv_transpose_forward(t.dst, t.src, t.wei, bias, l.tparams, PostOps(), s, {}, o);
+            case Dir::bwd_d: return conv_transpose_backward_data(t.src, t.dst, t.wei, l.tparams, s, {}, o);
+            case Dir::bwd_w: return conv_transpose_backward_weights(t.wei, TensorView(), t.dst, t.src, l.tparams, s, {}, o);
+        }
+    }
     switch (d) {
         case Dir::fwd: return convolution_forward(t.dst, t.src, t.wei, bias, l.params, PostOps(), s, {}, o);
         case Dir::bwd_d: return convolution_backward_data(t.src, t.dst, t.wei, l.params, s, {}, o);
@@ -114,7 +144,8 @@ std::string find_input(const std::string& path) {
     return std::string(CONVKIT_SOURCE_DIR) + "/" + path;
 }
 
-int network(const std::string& batch, int64_t mb, DType dt, const std::string& tag, const std::vector<Dir>& dirs) {
+int network(const std::string& batch, int64_t mb, DType dt, const std::string& tag, const std::vector<Dir>& dirs,
+            tools::DescKind kind) {
     const bool nhwc = tag == "nhwc" || tag == "nwc" || tag == "ndhwc";
     Stream s = Stream::cuda(0);
     // Warm the library (context, cuDNN handle, lazily loaded modules) on an unrelated shape, as the
@@ -129,7 +160,7 @@ int network(const std::string& batch, int64_t mb, DType dt, const std::string& t
         cuda::set_direct_max_macs(direct);
     }
     std::map<int, double> first_total, steady_total;
-    for (tools::ConvDesc d : tools::read_batch_file(find_input(batch))) {
+    for (tools::ConvDesc d : tools::read_batch_file(find_input(batch), kind)) {
         if (mb > 0) d.mb = mb;
         const Layer l = layer_of(d, dt, nhwc);
         Tensors t = make(l);
@@ -246,7 +277,7 @@ int dump(const std::string& out) {
 int main(int argc, char** argv) {
     CLI::App app{"The CUDA engine on real networks' layers: timings and dumps"};
     app.require_subcommand(1);
-    std::string batch, dt_name = "bf16", tag = "nhwc", dirs_list = "fwd,bwd_d,bwd_w", dir;
+    std::string batch, dt_name = "bf16", tag = "nhwc", dirs_list = "fwd,bwd_d,bwd_w", dir, driver = "conv";
     int64_t mb = 32;
     CLI::App* net = app.add_subcommand("network", "first-call and steady-state time of each layer");
     net->add_option("--batch", batch, "benchdnn batch file")->required();
@@ -254,6 +285,7 @@ int main(int argc, char** argv) {
     net->add_option("--dt", dt_name, "f32, f16, bf16 or f64");
     net->add_option("--tag", tag, "nchw or nhwc (nwc/ndhwc too)");
     net->add_option("--dirs", dirs_list, "comma-separated fwd, bwd_d, bwd_w");
+    net->add_option("--driver", driver, "conv or deconv (transposed convolution)")->check(CLI::IsMember({"conv", "deconv"}));
     CLI::App* tin = app.add_subcommand("tiny", "host cost of a cached tiny convolution");
     CLI::App* dmp = app.add_subcommand("dump", "layers' inputs and cuda outputs as .npy");
     dmp->add_option("--dir", dir, "output folder (must exist)")->required();
@@ -279,7 +311,8 @@ int main(int argc, char** argv) {
                 else if (!cur.empty()) throw Error(ErrorKind::invalid_argument, "--dirs: unknown direction '" + cur + "'");
                 cur.clear();
             }
-            return network(batch, mb, dtype_from_string(dt_name), tag, dirs);
+            return network(batch, mb, dtype_from_string(dt_name), tag, dirs,
+                           driver == "deconv" ? tools::DescKind::deconv : tools::DescKind::conv);
         }
         if (*tin) return tiny();
         return dump(dir);

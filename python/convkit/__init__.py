@@ -1,7 +1,7 @@
 """convkit: PyTorch's convolution layer on convkit's engines, without libtorch.
 
 Forward (with bias and fused post-ops), backward-data and backward-weights for 1D/2D/3D
-convolutions with groups, stride, dilation and asymmetric padding, on channels-first or
+convolutions and transposed convolutions with groups, stride, dilation and asymmetric padding, on channels-first or
 channels-last tensors, in float32, float64, bfloat16 and float16; engines 'cpu' (oneDNN), 'ref'
 (reference loops) and 'cuda' (cuDNN).
 
@@ -40,6 +40,12 @@ from ._convkit import (
     conv3d,
     conv_backward_data,
     conv_backward_weights,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+    conv_transpose_backward_data,
+    conv_transpose_backward_weights,
+    conv_transpose_output_shape,
     deterministic,
     engine_info,
     from_dlpack,
@@ -109,6 +115,8 @@ __all__ = [
     "Error", "InvalidArgumentError", "UnsupportedError", "OutOfMemoryError", "BackendError",
     "from_dlpack", "empty",
     "conv1d", "conv2d", "conv3d", "conv_backward_data", "conv_backward_weights", "prepack_weights",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_backward_data",
+    "conv_transpose_backward_weights", "conv_transpose_output_shape",
     "set_num_threads", "get_num_threads", "set_autotune", "autotune", "set_tune_file",
     "set_allow_tf32", "allow_tf32", "set_deterministic", "deterministic",
     "cache_stats", "clear_cache", "engine_info", "available_engines",

@@ -88,6 +88,45 @@ def prepack_weights(weight: TensorLike, input_size: Union[Sequence[int], TensorL
                     padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1, *,
                     post_ops: PostOpsSpec = None, engine: EngineName = "auto") -> PackedWeights: ...
 
+# Transposed convolutions: weight (C_in, C_out / groups, kernel...), PyTorch's argument order.
+TransposePadding = Union[int, Sequence[int], Sequence[Tuple[int, int]]]
+def conv_transpose1d(input: TensorLike, weight: TensorLike, bias: Optional[TensorLike] = None,
+                     stride: IntOrTuple = 1, padding: TransposePadding = 0, output_padding: IntOrTuple = 0,
+                     groups: int = 1, dilation: IntOrTuple = 1, *, padding_l: Optional[IntOrTuple] = None,
+                     padding_r: Optional[IntOrTuple] = None, post_ops: PostOpsSpec = None,
+                     out: Optional[TensorLike] = None, engine: EngineName = "auto",
+                     deterministic: Optional[bool] = None, stream: StreamArg = None) -> Tensor: ...
+def conv_transpose2d(input: TensorLike, weight: TensorLike, bias: Optional[TensorLike] = None,
+                     stride: IntOrTuple = 1, padding: TransposePadding = 0, output_padding: IntOrTuple = 0,
+                     groups: int = 1, dilation: IntOrTuple = 1, *, padding_l: Optional[IntOrTuple] = None,
+                     padding_r: Optional[IntOrTuple] = None, post_ops: PostOpsSpec = None,
+                     out: Optional[TensorLike] = None, engine: EngineName = "auto",
+                     deterministic: Optional[bool] = None, stream: StreamArg = None) -> Tensor: ...
+def conv_transpose3d(input: TensorLike, weight: TensorLike, bias: Optional[TensorLike] = None,
+                     stride: IntOrTuple = 1, padding: TransposePadding = 0, output_padding: IntOrTuple = 0,
+                     groups: int = 1, dilation: IntOrTuple = 1, *, padding_l: Optional[IntOrTuple] = None,
+                     padding_r: Optional[IntOrTuple] = None, post_ops: PostOpsSpec = None,
+                     out: Optional[TensorLike] = None, engine: EngineName = "auto",
+                     deterministic: Optional[bool] = None, stream: StreamArg = None) -> Tensor: ...
+def conv_transpose_backward_data(grad_output: TensorLike, weight: TensorLike, input_size: Sequence[int],
+                                 stride: IntOrTuple = 1, padding: TransposePadding = 0,
+                                 output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
+                                 padding_l: Optional[IntOrTuple] = None, padding_r: Optional[IntOrTuple] = None,
+                                 out: Optional[TensorLike] = None, engine: EngineName = "auto",
+                                 deterministic: Optional[bool] = None, stream: StreamArg = None) -> Tensor: ...
+def conv_transpose_backward_weights(grad_output: TensorLike, input: TensorLike, weight_size: Sequence[int],
+                                    stride: IntOrTuple = 1, padding: TransposePadding = 0,
+                                    output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
+                                    bias: bool = False, padding_l: Optional[IntOrTuple] = None,
+                                    padding_r: Optional[IntOrTuple] = None, out: Optional[TensorLike] = None,
+                                    bias_out: Optional[TensorLike] = None, engine: EngineName = "auto",
+                                    deterministic: Optional[bool] = None,
+                                    stream: StreamArg = None) -> Tuple[Tensor, Optional[Tensor]]: ...
+def conv_transpose_output_shape(input_size: Sequence[int], weight_size: Sequence[int], stride: IntOrTuple = 1,
+                                padding: TransposePadding = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                                dilation: IntOrTuple = 1, *, padding_l: Optional[IntOrTuple] = None,
+                                padding_r: Optional[IntOrTuple] = None) -> Tuple[int, ...]: ...
+
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def set_autotune(on: bool) -> None: ...

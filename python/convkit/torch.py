@@ -10,10 +10,10 @@ Three ways to run PyTorch convolutions on convkit:
 * ``enable()`` / ``disable()`` / ``with enabled():``: convkit registered as the CPU (and, when the
   ``cuda`` engine is available, CUDA) kernel of ``aten::convolution`` and
   ``aten::convolution_backward`` through ``torch.library.Library("aten", "IMPL")``, so unchanged
-  code (``F.conv2d``, ``nn.Conv2d``, autograd through them) reaches convkit. Calls convkit does
-  not take (transposed convolution, ``output_padding``, complex/integer dtypes, mixed dtypes or
-  devices, empty tensors, anything convkit raises ``convkit.Error`` for) are computed by
-  PyTorch's own kernel, reached without going back through the overridden entry (see
+  code (``F.conv2d``, ``nn.Conv2d``, ``F.conv_transpose2d``, ``nn.ConvTranspose2d``, autograd
+  through them) reaches convkit. Calls convkit does not take (a negative ``output_padding``,
+  complex/integer dtypes, mixed dtypes or devices, empty tensors, anything convkit raises
+  ``convkit.Error`` for) are computed by PyTorch's own kernel, reached without going back through the overridden entry (see
   ``_native_forward`` / ``_native_backward``). ``stats()`` counts both.
 
 Tensors travel zero-copy over DLPack: convkit reads the torch tensors in place and writes into
@@ -38,6 +38,7 @@ __all__ = [
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _CK_FORWARD = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
+_CK_TRANSPOSE = {1: "conv_transpose1d", 2: "conv_transpose2d", 3: "conv_transpose3d"}
 _TORCH_FORWARD = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CEA = torch._C.DispatchKey.CompositeExplicitAutograd
 
@@ -78,7 +79,7 @@ def stats():
     ``forward`` / ``backward``: calls convkit computed (the autograd Function, the modules and the
     aten override alike; a backward call computing any of the three gradients counts once);
     ``fallback_forward`` / ``fallback_backward``: calls handed to PyTorch's own kernels;
-    ``fallback_reasons``: {reason: calls} (``transposed``, ``output_padding``,
+    ``fallback_reasons``: {reason: calls} (``output_padding``,
     ``dtype:<name>``, ``mixed_dtypes``, ``mixed_devices``, ``device:<type>``, ``rank``,
     ``empty``, ``layout``, ``output_size``, ``convkit:<ExceptionName>``);
     ``fallback_messages``: {reason: last message} for reasons that came with one (convkit's);
@@ -161,6 +162,18 @@ def _output_shape(x_shape, w_shape, stride, pl, pr, dilation):
     return out
 
 
+def _transpose_output_shape(x_shape, w_shape, stride, pl, pr, dilation, output_padding, groups):
+    """A transposed convolution's output shape; the weight is [IC, OC / groups, k...]."""
+    out = [x_shape[0], w_shape[1] * groups]
+    for i in range(len(stride)):
+        size = ((x_shape[2 + i] - 1) * stride[i] - pl[i] - pr[i] + dilation[i] * (w_shape[2 + i] - 1)
+                + output_padding[i] + 1)
+        if size < 1:
+            raise _NotForConvkit("output_size", "output size would be < 1 in spatial dimension %d" % i)
+        out.append(size)
+    return out
+
+
 def _strides_like_channels_last(t, order):
     # c10's is_channels_last_strides_2d_s4 / _3d_s5 (what Tensor::suggest_memory_format uses).
     sizes, strides = t.shape, t.stride()
@@ -191,13 +204,14 @@ _CONTIGUOUS3 = (torch.contiguous_format,) * 3
 _format_cache = {}
 
 
-def _memory_formats(x, w, groups):
+def _memory_formats(x, w, groups, transposed=False):
     """(output, grad_input, grad_weight) memory formats, as PyTorch gives them.
 
     Channels-first unless the input or the weight suggests channels-last (suggest_memory_format).
     Then PyTorch's answer differs between versions and paths (1.13 on CPU: channels-last for 2D,
-    but a contiguous grad_weight with groups > 1, and contiguous 3D results; 2.x: channels-last 3D
-    too), so it is asked once per (device, dtype, rank, input/weight layouts, grouping), on a tiny
+    but a contiguous grad_weight with groups > 1, and contiguous 3D results; contiguous
+    transposed outputs even from channels-last 2D inputs; 2.x: channels-last 3D too), so it is
+    asked once per (device, dtype, rank, input/weight layouts, grouping, transposed), on a tiny
     problem through PyTorch's own kernels, and cached. Where PyTorch cannot compute the probe
     (CPU float16 in 1.13) the rule is channels-last for all three."""
     if x.dim() == 4:
@@ -211,7 +225,7 @@ def _memory_formats(x, w, groups):
     if not (x_cl or w_cl):
         return _CONTIGUOUS3
     grouping = "depthwise" if groups > 1 and groups == x.shape[1] else ("grouped" if groups > 1 else "dense")
-    key = (x.device.type, x.dtype, x.dim(), x_cl, w_cl, grouping)
+    key = (x.device.type, x.dtype, x.dim(), x_cl, w_cl, grouping, bool(transposed))
     formats = _format_cache.get(key)
     if formats is None:
         formats = _format_cache[key] = _ask_pytorch_formats(key, x.device, cl)
@@ -219,7 +233,7 @@ def _memory_formats(x, w, groups):
 
 
 def _ask_pytorch_formats(key, device, cl):
-    _, dtype, rank, x_cl, w_cl, grouping = key
+    _, dtype, rank, x_cl, w_cl, grouping, transposed = key
     groups = {"dense": 1, "grouped": 2, "depthwise": 4}[grouping]
     nd = rank - 2
     try:
@@ -229,10 +243,11 @@ def _ask_pytorch_formats(key, device, cl):
         with torch.no_grad(), _below_autograd():
             # ones, not randn: the probe must not draw from the caller's random generator
             x = torch.ones((2, 4) + (5,) * nd, device=device, dtype=dtype)
+            # [OC, IC / groups, k...] or, transposed, [IC, OC / groups, k...]: the same sizes
             w = torch.ones((4, 4 // groups) + (3,) * nd, device=device, dtype=dtype)
             x = x.to(memory_format=cl) if x_cl else x
             w = w.to(memory_format=cl) if w_cl else w
-            geometry = ([1] * nd, [1] * nd, [1] * nd, False, [0] * nd, groups)
+            geometry = ([1] * nd, [1] * nd, [1] * nd, transposed, [0] * nd, groups)
             y = _native_forward(x, w, None, *geometry)
             if _paths["backward"] == "dispatch_key":
                 gx, gw, _ = _native_backward(torch.ones_like(y), x, w, None, *geometry, [True, True, False])
@@ -308,9 +323,10 @@ def _options(t):
 
 def _unsupported(x, w, b=None, transposed=False, output_padding=(), grad_output=None):
     """None when convkit can take the call, else the reason PyTorch computes it."""
-    if transposed:
-        return "transposed"
-    if any(int(p) != 0 for p in output_padding):
+    # A direct convolution ignores output_padding (PyTorch's _convolution reads it for transposed
+    # ones only; the double backward of a transposed convolution passes its output_padding to
+    # direct calls), except that a negative one is PyTorch's error to raise.
+    if any(int(p) < 0 for p in output_padding):
         return "output_padding"
     tensors = [t for t in (x, w, b, grad_output) if t is not None]
     if any(t.layout != torch.strided or t.is_quantized for t in tensors):
@@ -374,6 +390,39 @@ def _ck_backward(grad_output, x, w, stride, pl, pr, dilation, groups, mask):
                                   out=gw, bias_out=gb, **geometry)
     elif mask[2]:
         # Only the bias gradient: a reduction, not a convolution.
+        gb = go.sum(dim=[0] + list(range(2, go.dim())))
+    return gx, gw, gb
+
+
+def _ck_transpose_forward(x, w, b, stride, pl, pr, dilation, output_padding, groups):
+    nd = x.dim() - 2
+    fmt = _memory_formats(x, w, groups, transposed=True)[0]
+    shape = _transpose_output_shape(x.shape, w.shape, stride, pl, pr, dilation, output_padding, groups)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    getattr(_ck, _CK_TRANSPOSE[nd])(
+        _dense(x, fmt), _dense(w, fmt), None if b is None else _dense(b, fmt),
+        stride=tuple(stride), padding=_padding_arg(pl, pr), output_padding=tuple(output_padding),
+        groups=int(groups), dilation=tuple(dilation), out=out, **_options(x))
+    return out
+
+
+def _ck_transpose_backward(grad_output, x, w, stride, pl, pr, dilation, output_padding, groups, mask):
+    """(grad_input, grad_weight, grad_bias) of a transposed convolution, None where mask is False."""
+    fmt, fmt_gx, fmt_gw = _memory_formats(x, w, groups, transposed=True)
+    go = _dense(grad_output, fmt)
+    geometry = dict(stride=tuple(stride), padding=_padding_arg(pl, pr), output_padding=tuple(output_padding),
+                    groups=int(groups), dilation=tuple(dilation), **_options(x))
+    gx = gw = gb = None
+    if mask[0]:
+        gx = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt_gx)
+        _ck.conv_transpose_backward_data(go, _dense(w, fmt), tuple(x.shape), out=gx, **geometry)
+    if mask[1]:
+        gw = torch.empty(w.shape, dtype=w.dtype, device=w.device, memory_format=fmt_gw)
+        if mask[2]:
+            gb = torch.empty((w.shape[1] * groups,), dtype=w.dtype, device=w.device)
+        _ck.conv_transpose_backward_weights(go, _dense(x, fmt), tuple(w.shape), bias=bool(mask[2]),
+                                            out=gw, bias_out=gb, **geometry)
+    elif mask[2]:
         gb = go.sum(dim=[0] + list(range(2, go.dim())))
     return gx, gw, gb
 
@@ -604,7 +653,7 @@ def _weight_grad(inp, gout, w_shape, s, p, d, groups):
 def _rederive(go, x, w, stride, padding, dilation, transposed, output_padding, groups, mask):
     nd = x.dim() - 2
     s, p, d = (_expand(v, nd, n) for v, n in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
-    _, fmt_gx, fmt_gw = _memory_formats(x, w, groups)
+    _, fmt_gx, fmt_gw = _memory_formats(x, w, groups, transposed)
     gx = gw = gb = None
     if not transposed:
         if mask[0]:
@@ -708,9 +757,14 @@ def _geometry(input, stride, padding, dilation):
 
 
 def _aten_convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
-    ok, out = _on_convkit("forward", _unsupported(input, weight, bias, transposed, output_padding),
-                          lambda: _ck_forward(input, weight, bias, *_geometry(input, stride, padding, dilation),
-                                              groups))
+    def compute():
+        geometry = _geometry(input, stride, padding, dilation)
+        if transposed:
+            op = _expand(output_padding, input.dim() - 2, "output_padding")
+            return _ck_transpose_forward(input, weight, bias, *geometry, op, groups)
+        return _ck_forward(input, weight, bias, *geometry, groups)
+
+    ok, out = _on_convkit("forward", _unsupported(input, weight, bias, transposed, output_padding), compute)
     if ok:
         return out
     return _native_forward(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
@@ -722,9 +776,14 @@ def _aten_convolution_backward(grad_output, input, weight, bias_sizes, stride, p
     reason = _unsupported(input, weight, None, transposed, output_padding, grad_output)
     if reason is None and not any(mask):
         return None, None, None
-    ok, res = _on_convkit("backward", reason,
-                          lambda: _ck_backward(grad_output, input, weight,
-                                               *_geometry(input, stride, padding, dilation), groups, mask))
+    def compute():
+        geometry = _geometry(input, stride, padding, dilation)
+        if transposed:
+            op = _expand(output_padding, input.dim() - 2, "output_padding")
+            return _ck_transpose_backward(grad_output, input, weight, *geometry, op, groups, mask)
+        return _ck_backward(grad_output, input, weight, *geometry, groups, mask)
+
+    ok, res = _on_convkit("backward", reason, compute)
     if ok:
         return res
     return _native_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation,

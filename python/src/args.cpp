@@ -208,6 +208,28 @@ void parse_geometry(convkit::ConvParams& params, const char* fn, int nsp, py::ha
     params.groups = g;
 }
 
+void parse_transpose_geometry(convkit::ConvTransposeParams& params, const char* fn, int nsp, py::handle stride,
+                              py::handle padding, py::handle output_padding, py::handle groups, py::handle dilation,
+                              py::handle padding_l, py::handle padding_r) {
+    // 'same' / 'valid' describe a convolution's output relative to its input; PyTorch's
+    // conv_transpose*d refuses strings with this TypeError, and so does convkit.
+    if (PyUnicode_Check(padding.ptr()))
+        throw py::type_error(std::string(fn) + "(): argument 'padding' must be tuple of ints, not str ('same' and "
+                             "'valid' apply to convolutions, not to transposed ones)");
+    convkit::ConvParams conv;
+    parse_geometry(conv, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, convkit::Dims());
+    int64_t op[3];
+    int_param(output_padding, fn, "output_padding", nsp, op);
+    for (int i = 0; i < nsp; ++i)
+        if (op[i] < 0) invalid("negative output_padding is not supported");
+    params.stride = conv.stride;
+    params.padding_l = conv.padding_l;
+    params.padding_r = conv.padding_r;
+    params.dilation = conv.dilation;
+    params.output_padding = dims_of(op, nsp);
+    params.groups = conv.groups;
+}
+
 ArgTensor& Operands::next() {
     if (!items) items.reset(new ArgTensor[convkit::PostOps::max_ops]);
     if (count >= static_cast<int>(convkit::PostOps::max_ops))

@@ -23,6 +23,12 @@ void parse_geometry(convkit::ConvParams& params, const char* fn, int nsp, py::ha
                     py::handle dilation, py::handle groups, py::handle padding_l, py::handle padding_r,
                     const convkit::Dims& kernel);
 
+// The same for a transposed convolution (PyTorch's conv_transpose argument order): padding as
+// parse_geometry's except 'same'/'valid' (a TypeError, as PyTorch), plus output_padding.
+void parse_transpose_geometry(convkit::ConvTransposeParams& params, const char* fn, int nsp, py::handle stride,
+                              py::handle padding, py::handle output_padding, py::handle groups, py::handle dilation,
+                              py::handle padding_l, py::handle padding_r);
+
 // post_ops: None, a '+'-chained benchdnn string, or a list of strings / (name, *args) tuples
 // (binary ops take a tensor: ('add', t)). Operands are imported into `operands`.
 void parse_post_ops(convkit::PostOps& ops, Operands& operands, py::handle spec, const char* fn, CallStream& cs);

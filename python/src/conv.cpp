@@ -1,5 +1,6 @@
 // The convolution functions of the Python API: conv1d/2d/3d, conv_backward_data,
-// conv_backward_weights, prepack_weights. Each imports its tensors (zero-copy), normalises the
+// conv_backward_weights, prepack_weights, and the transposed ones (conv_transpose1d/2d/3d,
+// conv_transpose_backward_data, conv_transpose_backward_weights, conv_transpose_output_shape). Each imports its tensors (zero-copy), normalises the
 // arguments, allocates outputs that were not given (in the input's memory format, on its device),
 // and runs the library call with the GIL released. Nothing is written into a caller's buffer
 // before every check has passed (the library validates before it writes; the checks here run
@@ -82,6 +83,35 @@ convkit::Dims forward_shape(const convkit::Dims& src, const convkit::Dims& wei, 
         throw convkit::Error(e.kind(), msg);
     }
 }
+
+// The library's shape errors name the function that failed; a Python call that asks for the
+// shape on its way to another function reports that function instead.
+convkit::Dims transpose_shape(const convkit::Dims& src, const convkit::Dims& wei, const convkit::ConvTransposeParams& p,
+                              const char* as_fn) {
+    try {
+        return convkit::conv_transpose_output_shape(src, wei, p);
+    } catch (const convkit::Error& e) {
+        std::string msg = e.what();
+        const std::string from = "conv_transpose_output_shape:";
+        if (as_fn && msg.compare(0, from.size(), from) == 0) msg = std::string(as_fn) + ":" + msg.substr(from.size());
+        throw convkit::Error(e.kind(), msg);
+    }
+}
+
+// (N, C, spatial...) from a batched or unbatched shape argument of rank nsp + 2 or nsp + 1.
+convkit::Dims batched_shape(const convkit::Dims& sz, int nsp, const char* fn, const char* what, const char* why) {
+    if (sz.rank() != nsp + 2 && sz.rank() != nsp + 1)
+        invalid(std::string(fn) + ": " + what + " " + sz.str() + " must have " + std::to_string(nsp + 2) + " values (or " +
+                std::to_string(nsp + 1) + " for an unbatched input) for " + why);
+    for (int64_t v : sz)
+        if (v < 0) invalid(std::string(fn) + ": " + what + " " + sz.str() + " has a negative size");
+    if (sz.rank() == nsp + 2) return sz;
+    convkit::Dims b{1};
+    for (int64_t v : sz) b.push_back(v);
+    return b;
+}
+
+const char* kTransposedWeight = " dimensions (in_channels, out_channels / groups, kernel...), got shape ";
 
 void no_stream_on_cpu(const char* fn, py::handle stream, const convkit::TensorView& v) {
     if (!is_none(stream) && v.device.is_cpu())
@@ -391,6 +421,190 @@ PackedObj prepack(py::handle weight, py::handle input_size, py::handle stride, p
     return p;
 }
 
+// ---- Transposed convolution ----------------------------------------------------------------
+
+py::object transpose_forward(int nsp, const char* fn, py::handle input, py::handle weight, py::handle bias,
+                             py::handle stride, py::handle padding, py::handle output_padding, py::handle groups,
+                             py::handle dilation, py::handle padding_l, py::handle padding_r, py::handle post_ops,
+                             py::handle out, py::handle engine, py::handle deterministic, py::handle stream) {
+    CallStream cs;
+    cs.user = stream;
+    cs.first = input;
+    ArgTensor x;
+    import_tensor(x, input, fn, "input", ImportOptions{}, &cs);
+    if (x.ndim != nsp + 1 && x.ndim != nsp + 2)
+        invalid("Expected " + std::to_string(nsp + 1) + "D (unbatched) or " + std::to_string(nsp + 2) +
+                "D (batched) input to " + fn + ", but got input of size: " + sizes_str(x.view, x.ndim));
+    const bool unbatched = x.ndim == nsp + 1;
+    // Packed weights are laid out for a convolution's forward kernels; a transposed convolution
+    // runs a backward-data kernel, which reads another layout.
+    if (g_packed_type && Py_TYPE(weight.ptr()) == g_packed_type)
+        throw py::type_error(std::string(fn) + ": weight is a PackedWeights (packed for conv" + std::to_string(nsp) +
+                             "d's forward); a transposed convolution takes the weight tensor itself");
+    ArgTensor w;
+    import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
+    if (w.ndim != nsp + 2)
+        invalid(std::string(fn) + ": weight must have " + std::to_string(nsp + 2) + kTransposedWeight +
+                sizes_str(w.view, w.ndim));
+    agree(fn, "weight", w.view, "input", x.view);
+    ArgTensor b;
+    if (!is_none(bias)) {
+        import_tensor(b, bias, fn, "bias", ImportOptions{}, &cs);
+        if (b.ndim != 1)
+            invalid(std::string(fn) + ": bias must have 1 dimension (out_channels), got shape " + sizes_str(b.view, b.ndim));
+        agree(fn, "bias", b.view, "input", x.view);
+    }
+    convkit::ConvTransposeParams prm;
+    parse_transpose_geometry(prm, fn, nsp, stride, padding, output_padding, groups, dilation, padding_l, padding_r);
+    convkit::PostOps ops;
+    Operands operands;
+    parse_post_ops(ops, operands, post_ops, fn, cs);
+    broadcast_operands(ops, nsp + 2);
+    agree_operands(ops, fn, x.view);
+    const convkit::ConvOptions opt = parse_options(engine, deterministic);
+
+    Output o;
+    o.import(out, fn, "out", cs);
+    if (o.given) agree(fn, "out", o.arg.view, "input", x.view);
+    no_stream_on_cpu(fn, stream, x.view);
+    check_sum_has_out(ops, o.given, fn);
+
+    const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
+    const convkit::Dims osz = transpose_shape(src.sizes, w.view.sizes, prm, "conv_transpose_forward");
+    o.prepare(fn, "out", osz, unbatched, src.dtype, format_of(src), src.device);
+    const convkit::Stream& s = call_stream(cs, src, fn);
+    convkit::Event ev;
+    {
+        py::gil_scoped_release nogil;
+        ev = convkit::conv_transpose_forward(o.view, src, w.view, b.view, prm, ops, s, no_deps(), opt);
+    }
+    return o.result(out, unbatched, cs, ev);
+}
+
+py::object transpose_backward_data(py::handle grad_output, py::handle weight, py::handle input_size,
+                                   py::handle stride, py::handle padding, py::handle output_padding,
+                                   py::handle groups, py::handle dilation, py::handle padding_l, py::handle padding_r,
+                                   py::handle out, py::handle engine, py::handle deterministic, py::handle stream) {
+    const char* fn = "conv_transpose_backward_data";
+    CallStream cs;
+    cs.user = stream;
+    cs.first = grad_output;
+    ArgTensor gy, w;
+    import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
+    import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
+    const int nsp = w.ndim - 2;
+    if (nsp < 1 || nsp > 3)
+        invalid(std::string(fn) + ": weight must have 3 to 5" + kTransposedWeight + sizes_str(w.view, w.ndim));
+    if (gy.ndim != nsp + 1 && gy.ndim != nsp + 2)
+        invalid(std::string(fn) + ": grad_output has shape " + sizes_str(gy.view, gy.ndim) + " but weight " +
+                w.view.sizes.str() + " needs a " + std::to_string(nsp + 2) + "D (batched) or " +
+                std::to_string(nsp + 1) + "D (unbatched) grad_output");
+    const bool unbatched = gy.ndim == nsp + 1;
+    agree(fn, "weight", w.view, "grad_output", gy.view);
+    convkit::Dims isz = parse_shape(input_size, fn, "input_size");
+    if (isz.rank() != gy.ndim)
+        invalid(std::string(fn) + ": input_size " + isz.str() + " must have " + std::to_string(gy.ndim) +
+                " values, as grad_output " + gy.view.sizes.str() + " has");
+    isz = batched_shape(isz, nsp, fn, "input_size", "this weight");
+    convkit::ConvTransposeParams prm;
+    parse_transpose_geometry(prm, fn, nsp, stride, padding, output_padding, groups, dilation, padding_l, padding_r);
+    const convkit::ConvOptions opt = parse_options(engine, deterministic);
+    Output o;
+    o.import(out, fn, "out", cs);
+    if (o.given) agree(fn, "out", o.arg.view, "grad_output", gy.view);
+    no_stream_on_cpu(fn, stream, gy.view);
+
+    const convkit::TensorView dy = unbatched ? add_batch(gy.view) : gy.view;
+    o.prepare(fn, "out", isz, unbatched, dy.dtype, format_of(dy), dy.device);
+    const convkit::Stream& s = call_stream(cs, dy, fn);
+    convkit::Event ev;
+    {
+        py::gil_scoped_release nogil;
+        ev = convkit::conv_transpose_backward_data(o.view, dy, w.view, prm, s, no_deps(), opt);
+    }
+    return o.result(out, unbatched, cs, ev);
+}
+
+py::object transpose_backward_weights(py::handle grad_output, py::handle input, py::handle weight_size,
+                                      py::handle stride, py::handle padding, py::handle output_padding,
+                                      py::handle groups, py::handle dilation, py::handle bias, py::handle padding_l,
+                                      py::handle padding_r, py::handle out, py::handle bias_out, py::handle engine,
+                                      py::handle deterministic, py::handle stream) {
+    const char* fn = "conv_transpose_backward_weights";
+    CallStream cs;
+    cs.user = stream;
+    cs.first = grad_output;
+    ArgTensor gy, x;
+    import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
+    import_tensor(x, input, fn, "input", ImportOptions{}, &cs);
+    const convkit::Dims wsz = parse_shape(weight_size, fn, "weight_size");
+    const int nsp = wsz.rank() - 2;
+    if (nsp < 1 || nsp > 3)
+        invalid(std::string(fn) + ": weight_size " + wsz.str() + " must have 3 to 5 values (in_channels, "
+                "out_channels / groups, kernel...)");
+    if (x.ndim != nsp + 1 && x.ndim != nsp + 2)
+        invalid(std::string(fn) + ": input has shape " + sizes_str(x.view, x.ndim) + " but weight_size " + wsz.str() +
+                " needs a " + std::to_string(nsp + 2) + "D (batched) or " + std::to_string(nsp + 1) +
+                "D (unbatched) input");
+    const bool unbatched = x.ndim == nsp + 1;
+    if (gy.ndim != x.ndim)
+        invalid(std::string(fn) + ": grad_output has shape " + sizes_str(gy.view, gy.ndim) + " but input has shape " +
+                sizes_str(x.view, x.ndim) + " (both batched or both unbatched)");
+    for (int64_t v : wsz)
+        if (v < 0) invalid(std::string(fn) + ": weight_size " + wsz.str() + " has a negative size");
+    agree(fn, "input", x.view, "grad_output", gy.view);
+    convkit::ConvTransposeParams prm;
+    parse_transpose_geometry(prm, fn, nsp, stride, padding, output_padding, groups, dilation, padding_l, padding_r);
+    const convkit::ConvOptions opt = parse_options(engine, deterministic);
+    const bool with_bias = parse_optional_bool(bias).value_or(false) || !is_none(bias_out);
+    Output ow, ob;
+    ow.import(out, fn, "out", cs);
+    if (ow.given) agree(fn, "out", ow.arg.view, "grad_output", gy.view);
+    if (with_bias) {
+        ob.import(bias_out, fn, "bias_out", cs);
+        if (ob.given) agree(fn, "bias_out", ob.arg.view, "grad_output", gy.view);
+    }
+    no_stream_on_cpu(fn, stream, gy.view);
+
+    const convkit::TensorView dy = unbatched ? add_batch(gy.view) : gy.view;
+    const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
+    ow.prepare(fn, "out", wsz, false, dy.dtype, format_of(src), dy.device);
+    // The transposed weight is [IC, OC / groups, k...]: the bias has OC = weight_size[1] * groups.
+    if (with_bias)
+        ob.prepare(fn, "bias_out", convkit::Dims{wsz[1] * prm.groups}, false, dy.dtype, convkit::Layout::channels_first,
+                   dy.device);
+    const convkit::Stream& s = call_stream(cs, dy, fn);
+    convkit::Event ev;
+    {
+        py::gil_scoped_release nogil;
+        ev = convkit::conv_transpose_backward_weights(ow.view, with_bias ? ob.view : convkit::TensorView(), dy, src,
+                                                      prm, s, no_deps(), opt);
+    }
+    py::object gw = ow.result(out, false, cs, ev);
+    py::object gb = with_bias ? ob.result(bias_out, false, cs, ev) : py::none();
+    return py::make_tuple(gw, gb);
+}
+
+py::tuple transpose_output_shape(py::handle input_size, py::handle weight_size, py::handle stride, py::handle padding,
+                                 py::handle output_padding, py::handle groups, py::handle dilation,
+                                 py::handle padding_l, py::handle padding_r) {
+    const char* fn = "conv_transpose_output_shape";
+    const convkit::Dims wsz = parse_shape(weight_size, fn, "weight_size");
+    const int nsp = wsz.rank() - 2;
+    if (nsp < 1 || nsp > 3)
+        invalid(std::string(fn) + ": weight_size " + wsz.str() + " must have 3 to 5 values (in_channels, "
+                "out_channels / groups, kernel...)");
+    const convkit::Dims given = parse_shape(input_size, fn, "input_size");
+    const convkit::Dims isz = batched_shape(given, nsp, fn, "input_size", ("weight_size " + wsz.str()).c_str());
+    convkit::ConvTransposeParams prm;
+    parse_transpose_geometry(prm, fn, nsp, stride, padding, output_padding, groups, dilation, padding_l, padding_r);
+    const convkit::Dims osz = transpose_shape(isz, wsz, prm, nullptr);
+    const int skip = given.rank() == nsp + 1 ? 1 : 0;  // unbatched in, unbatched out
+    py::tuple t(osz.rank() - skip);
+    for (int i = skip; i < osz.rank(); ++i) t[i - skip] = osz[i];
+    return t;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const char* kForwardDoc = R"doc((input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_l=None, padding_r=None, post_ops=None, out=None, engine='auto', deterministic=None, stream=None) -> Tensor
@@ -450,6 +664,56 @@ void def_forward(py::module_& m) {
         py::arg("stream") = py::none(), doc.c_str());
 }
 
+const char* kTransposeDoc = R"doc((input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, padding_l=None, padding_r=None, post_ops=None, out=None, engine='auto', deterministic=None, stream=None) -> Tensor
+
+%dD transposed convolution ("deconvolution") with PyTorch's semantics, argument names and
+argument order (torch.nn.functional.conv_transpose%dd): out = post_ops(conv_transpose(input,
+weight) + bias), the input gradient of conv%dd with the same weight. Per spatial dimension:
+    out = (in - 1) * stride - padding_l - padding_r + dilation * (k - 1) + output_padding + 1
+
+input   (N, C_in, %s) or unbatched (C_in, %s): any DLPack tensor or a convkit.Tensor.
+weight  (C_in, C_out / groups, %s): PyTorch's transposed layout (what nn.ConvTranspose%dd holds).
+bias    (C_out,) or None.
+stride, dilation, output_padding: an int or one int per spatial dimension. output_padding adds
+        rows at the end of each dimension and must be smaller than the stride or the dilation.
+padding: an int, one int per dimension, or ((left, right), ...) per dimension: rows removed from
+        the ends of the output. 'same' / 'valid' are a TypeError, as in PyTorch.
+padding_l / padding_r: per-side overrides (an int or one per dimension) of an int padding.
+post_ops, out, engine, deterministic, stream: as conv%dd (post-ops apply to this function's
+        output; 'sum' accumulates into out's previous contents).
+
+Returns a new convkit.Tensor in input's memory format on input's device, or out's view. Raises
+InvalidArgumentError (a ValueError) on bad arguments, UnsupportedError, OutOfMemoryError,
+BackendError; TypeError for an object without DLPack, an unsupported dtype or a PackedWeights.)doc";
+
+std::string transpose_doc(int nsp) {
+    static const char* sp[] = {"", "L", "H, W", "D, H, W"};
+    static const char* k[] = {"", "kL", "kH, kW", "kD, kH, kW"};
+    char buf[4096];
+    std::snprintf(buf, sizeof buf, kTransposeDoc, nsp, nsp, nsp, sp[nsp], sp[nsp], k[nsp], nsp, nsp);
+    return std::string("conv_transpose") + std::to_string(nsp) + "d" + buf;
+}
+
+template <int N>
+void def_transpose(py::module_& m) {
+    static const std::string name = "conv_transpose" + std::to_string(N) + "d";
+    static const std::string doc = transpose_doc(N);
+    m.def(
+        name.c_str(),
+        [](py::handle input, py::handle weight, py::handle bias, py::handle stride, py::handle padding,
+           py::handle output_padding, py::handle groups, py::handle dilation, py::handle padding_l,
+           py::handle padding_r, py::handle post_ops, py::handle out, py::handle engine, py::handle deterministic,
+           py::handle stream) {
+            return transpose_forward(N, name.c_str(), input, weight, bias, stride, padding, output_padding, groups,
+                                     dilation, padding_l, padding_r, post_ops, out, engine, deterministic, stream);
+        },
+        py::arg("input"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("groups") = 1, py::arg("dilation") = 1,
+        py::kw_only(), py::arg("padding_l") = py::none(), py::arg("padding_r") = py::none(),
+        py::arg("post_ops") = py::none(), py::arg("out") = py::none(), py::arg("engine") = "auto",
+        py::arg("deterministic") = py::none(), py::arg("stream") = py::none(), doc.c_str());
+}
+
 }  // namespace
 
 void bind_conv(py::module_& m) {
@@ -481,6 +745,50 @@ Gradient of a convolution with respect to its weight (torch.nn.grad.conv{1,2,3}d
 with bias=True or bias_out=, its bias (grad_output summed over all but the channel dimension).
 weight_size is (C_out, C_in / groups, kernel...). Parameters as conv2d. The weight gradient is in
 input's memory format; returns (grad_weight, grad_bias or None), or views of out / bias_out.)doc");
+
+    def_transpose<1>(m);
+    def_transpose<2>(m);
+    def_transpose<3>(m);
+
+    m.def("conv_transpose_backward_data", &transpose_backward_data, py::arg("grad_output"), py::arg("weight"),
+          py::arg("input_size"), py::arg("stride") = 1, py::arg("padding") = 0, py::arg("output_padding") = 0,
+          py::arg("groups") = 1, py::arg("dilation") = 1, py::kw_only(), py::arg("padding_l") = py::none(),
+          py::arg("padding_r") = py::none(), py::arg("out") = py::none(), py::arg("engine") = "auto",
+          py::arg("deterministic") = py::none(), py::arg("stream") = py::none(),
+          R"doc(conv_transpose_backward_data(grad_output, weight, input_size, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, padding_l=None, padding_r=None, out=None, engine='auto', deterministic=None, stream=None) -> Tensor
+
+Gradient of a transposed convolution with respect to its input (a convolution of grad_output
+with the weight): the dimension comes from weight's rank (C_in, C_out / groups, kernel...).
+input_size is the forward input's shape (N, C_in, spatial...); grad_output must have the shape
+the forward gives for it with these parameters (output_padding included). An unbatched
+grad_output goes with an unbatched input_size. Parameters as conv_transpose2d. The result is in
+grad_output's memory format on its device, or out's view.)doc");
+
+    m.def("conv_transpose_backward_weights", &transpose_backward_weights, py::arg("grad_output"), py::arg("input"),
+          py::arg("weight_size"), py::arg("stride") = 1, py::arg("padding") = 0, py::arg("output_padding") = 0,
+          py::arg("groups") = 1, py::arg("dilation") = 1, py::kw_only(), py::arg("bias") = false,
+          py::arg("padding_l") = py::none(), py::arg("padding_r") = py::none(), py::arg("out") = py::none(),
+          py::arg("bias_out") = py::none(), py::arg("engine") = "auto", py::arg("deterministic") = py::none(),
+          py::arg("stream") = py::none(),
+          R"doc(conv_transpose_backward_weights(grad_output, input, weight_size, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, bias=False, padding_l=None, padding_r=None, out=None, bias_out=None, engine='auto', deterministic=None, stream=None) -> (Tensor, Tensor or None)
+
+Gradient of a transposed convolution with respect to its weight and, with bias=True or bias_out=
+(bias_out given computes the bias gradient even with bias=False), its bias (grad_output summed
+over all but the channel dimension, C_out = weight_size[1] * groups values). weight_size is
+(C_in, C_out / groups, kernel...). Parameters as conv_transpose2d. The weight gradient is in
+input's memory format; returns (grad_weight, grad_bias or None), or views of out / bias_out.)doc");
+
+    m.def("conv_transpose_output_shape", &transpose_output_shape, py::arg("input_size"), py::arg("weight_size"),
+          py::arg("stride") = 1, py::arg("padding") = 0, py::arg("output_padding") = 0, py::arg("groups") = 1,
+          py::arg("dilation") = 1, py::kw_only(), py::arg("padding_l") = py::none(),
+          py::arg("padding_r") = py::none(),
+          R"doc(conv_transpose_output_shape(input_size, weight_size, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *, padding_l=None, padding_r=None) -> tuple
+
+The shape conv_transpose{1,2,3}d gives for an input of input_size (batched or unbatched: the
+result has the same rank) and a weight of weight_size (C_in, C_out / groups, kernel...):
+(N, weight_size[1] * groups, (in - 1) * stride - padding_l - padding_r + dilation * (k - 1) +
+output_padding + 1 ...). Checks the arguments as the transposed convolution would
+(InvalidArgumentError naming the values).)doc");
 
     py::class_<PackedObj> packed(m, "PackedWeights",
                                  "Weights reordered once into the layout an engine's forward kernels read (from "

@@ -11,6 +11,7 @@ import convkit
 import convkit.torch as ckt
 
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+TORCH_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 U = {torch.float32: 2.0 ** -24, torch.float64: 2.0 ** -53}
 CUDA = torch.cuda.is_available() and "cuda" in convkit.available_engines()
 
@@ -49,6 +50,32 @@ def grad_bounds(x, w, gy, u=2.0 ** -24, **kw):
     agy = gy.detach().cpu().double().abs()
     mx, mw = torch.autograd.grad(TORCH_CONV[nd](ax, aw, None, **kw), [ax, aw], agy)
     n_x = (w.shape[0] // kw.get("groups", 1)) * math.prod(w.shape[2:])
+    n_w = gy.shape[0] * math.prod(gy.shape[2:])
+    mb = agy.sum(dim=[0] + list(range(2, gy.dim())))
+    u = unit(u)
+    return 2 * gamma(n_x, u) * mx, 2 * gamma(n_w, u) * mw, 2 * gamma(n_w, u) * mb
+
+
+def transpose_forward_bound(x, w, b, u=2.0 ** -24, **kw):
+    """forward_bound for a transposed convolution (weight [IC, OC/groups, k...]); n = IC/groups *
+    kernel volume + 1 bounds the taps that reach one output element."""
+    nd = w.dim() - 2
+    ab = None if b is None else b.detach().cpu().double().abs()
+    mag = TORCH_CONV_T[nd](x.detach().cpu().double().abs(), w.detach().cpu().double().abs(), ab, **kw)
+    n = w.shape[0] // kw.get("groups", 1) * math.prod(w.shape[2:]) + 1
+    return 2 * gamma(n, unit(u)) * mag
+
+
+def transpose_grad_bounds(x, w, gy, u=2.0 ** -24, **kw):
+    """grad_bounds for a transposed convolution: the input gradient is a convolution of gy with
+    the weight (n = OC/groups * kernel volume); the weight and bias gradients sum over at most
+    N * output volume products."""
+    nd = w.dim() - 2
+    ax = x.detach().cpu().double().abs().requires_grad_()
+    aw = w.detach().cpu().double().abs().requires_grad_()
+    agy = gy.detach().cpu().double().abs()
+    mx, mw = torch.autograd.grad(TORCH_CONV_T[nd](ax, aw, None, **kw), [ax, aw], agy)
+    n_x = w.shape[1] * math.prod(w.shape[2:])
     n_w = gy.shape[0] * math.prod(gy.shape[2:])
     mb = agy.sum(dim=[0] + list(range(2, gy.dim())))
     u = unit(u)

@@ -238,7 +238,7 @@ ConvProblem validate(const Call& c) {
             fail(n, std::string(n.bias) + " has sizes " + c.bias.sizes.str() + " but must be [" + std::to_string(bias_c) +
                         "] (one value per output channel)");
         if (c.bias.strides[0] < 0) fail(n, std::string(n.bias) + " has a negative stride");
-        if (!c.bias.data) fail(n, std::string(n.bias) + " has " + std::to_string(p.oc) + " elements but a null data pointer");
+        if (!c.bias.data) fail(n, std::string(n.bias) + " has " + std::to_string(bias_c) + " elements but a null data pointer");
         if (c.bias.dtype != dt)
             fail(n, std::string(n.bias) + " has dtype " + to_string(c.bias.dtype) + " but " + n.src +
                         " has dtype " + to_string(dt));
