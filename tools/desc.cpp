@@ -1,6 +1,8 @@
-// Parser for benchdnn convolution problem descriptors and batch files (see desc.hpp).
+// Parser for benchdnn convolution and deconvolution problem descriptors and batch files (see
+// desc.hpp).
 //
 // Reference: oneDNN tests/benchdnn/conv/conv_aux.cpp (str2desc, operator<<),
+// tests/benchdnn/deconv/deconv_aux.cpp (its str2desc and desc_t::init_pad_r),
 // tests/benchdnn/dnnl_common.cpp (sanitize_desc, print_dhw) and src/common/convolution.cpp
 // (conv_desc_init). Rules taken from there:
 //  - entries may come in any order; one '_' may follow any entry (so not leading, not
@@ -17,6 +19,10 @@
 //    in 2D an absent w copies every h value (a partially given w is not completed from h);
 //  - padding_r = (out - 1) * stride - in + ext - padding_l in every case (benchdnn's init_pad_r),
 //    and oneDNN accepts padding_l >= 0 and padding_r > -stride.
+//  - deconv: the same syntax, defaults and copies, with in and out swapped in the formulas: no
+//    output size: out = (in - 1) * stride + ext - 2 * pad; output size but no pad:
+//    pad = ((in - 1) * stride - out + ext) / 2, truncating; padding_r = (in - 1) * stride - out
+//    + ext - padding_l.
 // Deliberate differences, each rejecting input benchdnn would take:
 //  - a repeated entry is an error (benchdnn keeps the last one silently);
 //  - an explicit 0 for g, mb, ic, oc, an input, output or kernel size, or a stride is an
@@ -28,7 +34,10 @@
 //  - padding_r <= -stride is an error here already rather than at primitive creation;
 //  - a name may not contain '"' (benchdnn keeps the quotes as part of the name; here they
 //    are delimiters, so str() could not write such a name back);
-//  - ic and oc must be divisible by g (benchdnn finds that out later, in the library).
+//  - ic and oc must be divisible by g (benchdnn finds that out later, in the library);
+//  - deconv: a negative padding_r (output rows past the last window: PyTorch's output_padding)
+//    must be smaller in magnitude than the stride or the dilation (PyTorch's and convkit's
+//    limit; oneDNN would take any).
 #include "desc.hpp"
 
 #include <convkit/error.hpp>
@@ -129,8 +138,10 @@ int64_t extent(const Dim& r, const std::string& text) {
     return add(mul(r.k - 1, add(r.d, 1, text), text), 1, text);
 }
 
-// Fills one existing spatial dimension from its entries, deriving out or pad like benchdnn.
-Dim derive_dim(const Entry* e, int dim, const std::string& text) {
+// Fills one existing spatial dimension from its entries, deriving out or pad like benchdnn's
+// conv or deconv driver.
+Dim derive_dim(const Entry* e, int dim, const std::string& text, DescKind desc_kind) {
+    const bool deconv = desc_kind == DescKind::deconv;
     const char dn = kDimNames[dim];
     const std::string i_name = std::string("i") + dn, k_name = std::string("k") + dn;
     for (int kind : {kIn, kKer}) {
@@ -151,15 +162,25 @@ Dim derive_dim(const Entry* e, int dim, const std::string& text) {
         if (e[kPad].given) {
             r.p = e[kPad].value;
         } else {
-            r.p = add(add(mul(r.out - 1, r.s, text), -r.in, text), ext, text) / 2;
+            // The strided side is the output for conv and the input for deconv.
+            const int64_t strided = deconv ? r.in : r.out, plain = deconv ? r.out : r.in;
+            r.p = add(add(mul(strided - 1, r.s, text), -plain, text), ext, text) / 2;
             if (r.p < 0)
                 fail(text, "p" + suffix + " derived from o" + suffix + " would be negative (" +
                                    std::to_string(r.p) + "): o" + suffix + " " +
-                                   std::to_string(r.out) + " is too small for i" + suffix +
-                                   " " + std::to_string(r.in) + ", kernel extent " +
-                                   std::to_string(ext) + ", s" + suffix + " " +
+                                   std::to_string(r.out) + " is too " + (deconv ? "large" : "small") +
+                                   " for i" + suffix + " " + std::to_string(r.in) +
+                                   ", kernel extent " + std::to_string(ext) + ", s" + suffix + " " +
                                    std::to_string(r.s));
         }
+    } else if (deconv) {
+        if (e[kPad].given) r.p = e[kPad].value;
+        r.out = add(add(mul(r.in - 1, r.s, text), ext, text), -mul(2, r.p, text), text);
+        if (r.out < 1)
+            fail(text, "o" + suffix + " would be " + std::to_string(r.out) + " = (i" + suffix + " " +
+                               std::to_string(r.in) + " - 1) * s" + suffix + " " + std::to_string(r.s) +
+                               " + kernel extent " + std::to_string(ext) + " - 2 * p" + suffix + " " +
+                               std::to_string(r.p) + ": the padding removes more than the deconvolution produces");
     } else {
         if (e[kPad].given) r.p = e[kPad].value;
         const int64_t span = add(r.in - ext, mul(2, r.p, text), text);
@@ -194,9 +215,7 @@ bool dim_used(const Entry* e) {
            (e[kStr].given && e[kStr].value != 1) || (e[kPad].given && e[kPad].value > 0);
 }
 
-}  // namespace
-
-ConvDesc parse_conv_desc(const std::string& text) {
+ConvDesc parse_desc(const std::string& text, DescKind kind) {
     if (text.empty()) fail(text, "empty descriptor");
 
     Entry e[kNumKeys];
@@ -255,6 +274,7 @@ ConvDesc parse_conv_desc(const std::string& text) {
     }
 
     ConvDesc d;
+    d.kind = kind;
     d.name = name;
     if (!e[kIc].given) fail(text, "missing ic");
     if (!e[kOc].given) fail(text, "missing oc");
@@ -272,7 +292,7 @@ ConvDesc parse_conv_desc(const std::string& text) {
     Dim dims[3];
     for (int x = 0; x < 3; ++x) {
         used[x] = dim_used(dim_entries[x]);
-        if (used[x]) dims[x] = derive_dim(dim_entries[x], x, text);
+        if (used[x]) dims[x] = derive_dim(dim_entries[x], x, text, kind);
     }
     if (used[0]) {
         d.ndims = 3;
@@ -299,11 +319,24 @@ ConvDesc parse_conv_desc(const std::string& text) {
 
     for (int x = 3 - d.ndims; x < 3; ++x) {
         const Dim& r = dims[x];
+        const bool deconv = kind == DescKind::deconv;
+        const int64_t strided = deconv ? r.in : r.out, plain = deconv ? r.out : r.in;
         const int64_t padding_r =
-                add(add(add(mul(r.out - 1, r.s, text), -r.in, text), extent(r, text), text), -r.p, text);
+                add(add(add(mul(strided - 1, r.s, text), -plain, text), extent(r, text), text), -r.p, text);
+        if (deconv && padding_r < 0 && -padding_r >= r.s && -padding_r >= r.d + 1) {
+            const std::string dn(1, kDimNames[x]);
+            fail(text, "o" + dn + " " + std::to_string(r.out) + " is too large for i" + dn + " " +
+                               std::to_string(r.in) + ", k" + dn + " " + std::to_string(r.k) +
+                               ", s" + dn + " " + std::to_string(r.s) + ", p" + dn + " " +
+                               std::to_string(r.p) + ", d" + dn + " " + std::to_string(r.d) +
+                               ": the derived end padding would be " + std::to_string(padding_r) +
+                               ", i.e. output_padding " + std::to_string(-padding_r) +
+                               ", which must be smaller than s" + dn + " or the dilation (d" + dn + " + 1 = " +
+                               std::to_string(r.d + 1) + ")");
+        }
         // oneDNN's conv_desc_init requires padding_r + stride > 0; below that the output is so
         // small that whole strides of input are never read, which is almost always a typo.
-        if (padding_r <= -r.s) {
+        if (!deconv && padding_r <= -r.s) {
             const std::string dn(1, kDimNames[x]);
             fail(text, "o" + dn + " " + std::to_string(r.out) + " is too small for i" + dn + " " +
                                std::to_string(r.in) + ", k" + dn + " " + std::to_string(r.k) +
@@ -323,6 +356,18 @@ ConvDesc parse_conv_desc(const std::string& text) {
     return d;
 }
 
+}  // namespace
+
+ConvDesc parse_conv_desc(const std::string& text, DescKind kind) {
+    if (kind == DescKind::conv) return parse_desc(text, kind);
+    // Every message is built as "conv descriptor '...': ..."; a deconv one says so.
+    try {
+        return parse_desc(text, kind);
+    } catch (const Error& e) {
+        throw Error(e.kind(), "de" + std::string(e.what()));
+    }
+}
+
 std::string ConvDesc::str() const {
     const int nd = ndims < 1 ? 1 : ndims > 3 ? 3 : ndims;
     const int first = 3 - nd;
@@ -337,9 +382,9 @@ std::string ConvDesc::str() const {
     if (nd == 2 && !same(1, 2)) print[2] = true;
 
     std::ostringstream s;
-    auto spatial = [&](char kind, const std::array<int64_t, 3>& v) {
+    auto spatial = [&](char letter, const std::array<int64_t, 3>& v) {
         for (int x = 0; x < 3; ++x)
-            if (print[x]) s << kind << kDimNames[x] << v[x];
+            if (print[x]) s << letter << kDimNames[x] << v[x];
     };
     bool strided = false, dilated = false;
     for (int x = first; x < 3; ++x) {
@@ -361,9 +406,13 @@ std::string ConvDesc::str() const {
 }
 
 double ConvDesc::flops() const {
-    double f = 2.0 * static_cast<double>(mb) * static_cast<double>(oc) *
-               static_cast<double>(g > 0 ? ic / g : ic);
-    for (int x = 0; x < 3; ++x) f *= static_cast<double>(out[x]) * static_cast<double>(k[x]);
+    // Every point of the strided side meets every tap once: conv's output, deconv's input.
+    const bool deconv = kind == DescKind::deconv;
+    const int64_t reduced = deconv ? ic : oc, per_group = deconv ? oc : ic;
+    const std::array<int64_t, 3>& strided = deconv ? in : out;
+    double f = 2.0 * static_cast<double>(mb) * static_cast<double>(reduced) *
+               static_cast<double>(g > 0 ? per_group / g : per_group);
+    for (int x = 0; x < 3; ++x) f *= static_cast<double>(strided[x]) * static_cast<double>(k[x]);
     return f;
 }
 
@@ -391,7 +440,7 @@ std::vector<std::string> split_line(const std::string& line) {
 
 }  // namespace
 
-std::vector<ConvDesc> read_batch_file(const std::string& path) {
+std::vector<ConvDesc> read_batch_file(const std::string& path, DescKind kind) {
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec))
         throw Error(ErrorKind::invalid_argument, "batch file '" + path + "' is a directory");
@@ -410,7 +459,7 @@ std::vector<ConvDesc> read_batch_file(const std::string& path) {
                             where + "driver option '" + token +
                                     "' is not supported in batch files (pass it on the command line)");
             try {
-                descs.push_back(parse_conv_desc(token));
+                descs.push_back(parse_conv_desc(token, kind));
             } catch (const Error& err) {
                 throw Error(err.kind(), where + err.what());
             }
