@@ -27,6 +27,12 @@ own kernels. f16 has no PyTorch CPU convolution (1.13: "not implemented for 'Hal
 say so. With f32 among --dts, `vs_f32` is convkit's time over convkit's own f32 time.
 
   /usr/bin/python3 bench/compare_torch_cpu.py --max-isa=AVX2 --dts=f32,bf16,f16 --tags=nhwc --prepacked=
+
+`--driver=deconv` reads the batch file as transposed convolutions (benchdnn's deconv descriptors)
+and times PyTorch's conv_transpose2d; `--post-ops=relu` adds an activation that convkit fuses into
+its forward and PyTorch runs as its own op after it.
+
+  /usr/bin/python3 bench/compare_torch_cpu.py --driver=deconv --batch=inputs/deconv_unet --dts=f32,bf16 --mb=1
 """
 import argparse
 import csv
@@ -44,8 +50,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_DT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16, "f64": torch.float64}
 
 
+DECONV = False  # --driver=deconv: the batch file's descriptors are transposed convolutions
+POST_OPS = ""   # --post-ops: convkit fuses them into its forward, PyTorch runs them after it
+
+
 def parse_batch(path):
-    """2D benchdnn descriptors of a batch file -> [(name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g)]."""
+    """2D benchdnn descriptors of a batch file -> [(name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g, oph, opw)].
+    op*: a deconvolution's output_padding (its descriptor's output larger than the padding gives)."""
     layers = []
     for line in open(path):
         line = line.split("#")[0].strip()
@@ -61,12 +72,20 @@ def parse_batch(path):
         sw = d.get("sw", sh)
         ph = d.get("ph", d.get("pw", 0))
         pw = d.get("pw", ph)
-        layers.append((name.group(1) if name else line, d["ic"], d["oc"], ih, iw, kh, kw, sh, sw, ph, pw, d.get("g", 1)))
+        oph = opw = 0
+        if DECONV:
+            nat_h, nat_w = (ih - 1) * sh - 2 * ph + kh, (iw - 1) * sw - 2 * pw + kw
+            oh = d.get("oh", nat_h)
+            oph, opw = oh - nat_h, d.get("ow", oh if iw == ih else nat_w) - nat_w
+        layers.append((name.group(1) if name else line, d["ic"], d["oc"], ih, iw, kh, kw, sh, sw, ph, pw, d.get("g", 1),
+                       oph, opw))
     return layers
 
 
 def flops(layer, mb):
-    _, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
+    _, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g, _, _ = layer
+    if DECONV:  # every input element meets every tap once
+        return 2.0 * mb * ic * (oc // g) * kh * kw * ih * iw
     oh = (ih + 2 * ph - kh) // sh + 1
     ow = (iw + 2 * pw - kw) // sw + 1
     return 2.0 * mb * oc * (ic // g) * kh * kw * oh * ow
@@ -77,6 +96,10 @@ def convkit_times(args, direction, dt, tag):
         path = f.name
     cmd = [args.convkit, "bench", "--mode=perf", "--engine=cpu", "--batch=" + args.batch, "--mb=%d" % args.mb,
            "--dir=" + direction, "--dt=" + dt, "--tag=" + tag, "--csv=" + path, "--max-ms-per-prb=%g" % args.max_ms]
+    if DECONV:
+        cmd.append("--driver=deconv")
+    if POST_OPS and direction == "fwd":
+        cmd.append("--attr-post-ops=" + POST_OPS)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
     out = {}
     for row in csv.DictReader(open(path)):
@@ -120,7 +143,9 @@ def torch_call(layer, mb, tdt, tag, direction):
     """(name, fn): one PyTorch call of `layer` in `direction` on fresh random tensors in the user
     layout `tag`. Nothing runs the shape before fn does (diff_dst is made, not computed), so the
     first fn() is that shape's first call. convkit's fwd is FWD_B, so PyTorch's gets the bias too."""
-    name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g = layer
+    name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g, oph, opw = layer
+    if DECONV:
+        return name, deconv_call(layer, mb, tdt, tag, direction)
     oh = (ih + 2 * ph - kh) // sh + 1
     ow = (iw + 2 * pw - kw) // sw + 1
     x = torch.randn(mb, ic, ih, iw, dtype=tdt)
@@ -134,6 +159,38 @@ def torch_call(layer, mb, tdt, tag, direction):
     mask = [True, False, False] if direction == "bwd_d" else [False, True, False]
     return name, lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [sh, sw], [ph, pw], [1, 1], False, [0, 0],
                                                              g, mask)
+
+
+def post_ops_fn():
+    """PyTorch's ops after the convolution for --post-ops (eltwise ones, in order)."""
+    fns = {"relu": F.relu, "gelu_erf": F.gelu, "tanh": torch.tanh, "logistic": torch.sigmoid, "swish": F.silu}
+    chain = [fns[op] for op in POST_OPS.split("+")] if POST_OPS else []
+
+    def apply(y):
+        for f in chain:
+            y = f(y)
+        return y
+    return apply
+
+
+def deconv_call(layer, mb, tdt, tag, direction):
+    """PyTorch's transposed convolution of `layer` (weights [IC, OC/g, k, k]); fwd with the bias
+    (convkit's FWD_B) and the --post-ops after it; backward through aten::convolution_backward."""
+    name, ic, oc, ih, iw, kh, kw, sh, sw, ph, pw, g, oph, opw = layer
+    x = torch.randn(mb, ic, ih, iw, dtype=tdt)
+    w = torch.randn(ic, oc // g, kh, kw, dtype=tdt)
+    b = torch.randn(oc, dtype=tdt)
+    oh, ow = (ih - 1) * sh - 2 * ph + kh + oph, (iw - 1) * sw - 2 * pw + kw + opw
+    gy = torch.randn(mb, oc, oh, ow, dtype=tdt)
+    if tag == "nhwc":
+        x, w, gy = (t.to(memory_format=torch.channels_last) for t in (x, w, gy))
+    if direction == "fwd":
+        after = post_ops_fn()
+        return lambda: after(F.conv_transpose2d(x, w, b, stride=(sh, sw), padding=(ph, pw), output_padding=(oph, opw),
+                                                groups=g))
+    mask = [True, False, False] if direction == "bwd_d" else [False, True, False]
+    return lambda: torch.ops.aten.convolution_backward(gy, x, w, None, [sh, sw], [ph, pw], [1, 1], True, [oph, opw], g,
+                                                       mask)
 
 
 def torch_times(args, layers, direction, dt, tag):
@@ -275,8 +332,17 @@ def main():
     ap.add_argument("--first-calls", action="store_true",
                     help="instead: the cost of each layer's first call (fresh processes), beside PyTorch's")
     ap.add_argument("--max-isa", help="cap both sides' instruction set, e.g. AVX2 (ONEDNN_MAX_CPU_ISA)")
+    ap.add_argument("--driver", default="conv", choices=["conv", "deconv"],
+                    help="deconv: the batch file holds transposed convolutions (benchdnn deconv descriptors)")
+    ap.add_argument("--post-ops", default="", help="forward: post-ops convkit fuses (benchdnn spelling, eltwise "
+                    "relu/gelu_erf/tanh/logistic/swish) and PyTorch runs after the convolution")
     ap.add_argument("--torch-first-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global DECONV, POST_OPS
+    DECONV = args.driver == "deconv"
+    POST_OPS = args.post_ops
+    if DECONV:
+        args.prepacked = ""  # prepack_weights packs a convolution's forward weights
     if args.max_isa and os.environ.get("ONEDNN_MAX_CPU_ISA") != args.max_isa:
         # oneDNN reads the cap once, at its first use in a process: start over with it set (the
         # convkit processes inherit it).
@@ -302,8 +368,9 @@ def main():
         if "fwd" in args.dirs.split(",") and dt in args.dts.split(","):
             configs.append(("fwd", dt, tag, True))
 
-    print("convkit %s vs PyTorch %s, %s, mb %d, %d threads, %d rounds, %d layers (%.2f GFLOP per direction)"
-          % (args.convkit, torch.__version__, os.path.basename(args.batch), args.mb, args.threads, args.rounds,
+    print("convkit %s vs PyTorch %s, %s%s%s, mb %d, %d threads, %d rounds, %d layers (%.2f GFLOP per direction)"
+          % (args.convkit, torch.__version__, os.path.basename(args.batch), " (transposed)" if DECONV else "",
+             ", fwd + bias + " + POST_OPS if POST_OPS else "", args.mb, args.threads, args.rounds,
              len(layers), total_flops / 1e9), flush=True)
     print("%s; ONEDNN_MAX_CPU_ISA=%s; %s" % (cpu_name(), os.environ.get("ONEDNN_MAX_CPU_ISA", "(none)"),
                                             convkit_engine_line(args)), flush=True)

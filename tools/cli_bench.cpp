@@ -1,4 +1,5 @@
-// `convkit bench`: a benchdnn-compatible convolution driver. Problems come from descriptors on
+// `convkit bench`: a benchdnn-compatible convolution (--driver=conv) and deconvolution
+// (--driver=deconv, convkit's transposed convolution) driver. Problems come from descriptors on
 // the command line and from batch files; each runs in correctness mode (the chosen engine
 // against the reference backend on the same random inputs), performance mode (min and median
 // time over timed batches of calls, GFLOP/s), or both.
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <numeric>
 
 #include "cli.hpp"
 #include "cli_common.hpp"
@@ -22,7 +24,7 @@ namespace {
 
 struct BenchOptions {
     std::vector<std::string> batches, descs;
-    std::string dir = "FWD_B", dt = "f32", tag = "nchw", engine = "auto", post_ops, mode = "both", csv;
+    std::string driver = "conv", dir = "FWD_B", dt = "f32", tag = "nchw", engine = "auto", post_ops, mode = "both", csv;
     int64_t mb = 0;
     double max_ms = 300;   // time budget per problem in perf mode
     bool prepack = false;  // forward: weights packed once, ahead of the timed calls
@@ -62,6 +64,44 @@ ConvParams params_of(const ConvDesc& d) {
     return p;
 }
 
+// A deconv descriptor as a transposed convolution: benchdnn's padding_r is negative where the
+// output reaches past the last window, which is PyTorch's output_padding (the parser has checked
+// that it is below the stride or the dilation).
+ConvTransposeParams transposed_params_of(const ConvDesc& d) {
+    ConvTransposeParams p;
+    p.groups = d.g;
+    for (int i = 3 - d.ndims; i < 3; ++i) {
+        p.stride.push_back(d.stride[i]);
+        p.padding_l.push_back(d.padding_l[i]);
+        p.padding_r.push_back(std::max<int64_t>(0, d.padding_r[i]));
+        p.output_padding.push_back(std::max<int64_t>(0, -d.padding_r[i]));
+        p.dilation.push_back(d.dilation[i]);
+    }
+    return p;
+}
+
+// Products per output element of the problem's direction, for the comparison's scale.
+int64_t reduction_length(const ConvDesc& d, Dir dir) {
+    int64_t k = d.k[0] * d.k[1] * d.k[2];
+    if (d.kind == DescKind::deconv) {
+        // fwd is the data gradient of a convolution: an output meets the taps whose offsets
+        // t * dilation agree with it modulo the stride, at most ceil(k / (stride / gcd)).
+        if (dir == Dir::fwd) {
+            int64_t taps = 1;
+            for (int i = 0; i < 3; ++i) {
+                const int64_t period = d.stride[i] / std::gcd(d.stride[i], d.dilation[i]);
+                taps *= (d.k[i] + period - 1) / period;
+            }
+            return (d.ic / d.g) * taps;
+        }
+        if (dir == Dir::bwd_d) return (d.oc / d.g) * k;
+        return d.mb * d.in[0] * d.in[1] * d.in[2];
+    }
+    if (dir == Dir::fwd) return (d.ic / d.g) * k;
+    if (dir == Dir::bwd_d) return (d.oc / d.g) * k;
+    return d.mb * d.out[0] * d.out[1] * d.out[2];
+}
+
 Dims dims_of(int64_t a, int64_t b, const std::array<int64_t, 3>& sp, int ndims) {
     Dims d{a, b};
     for (int i = 3 - ndims; i < 3; ++i) d.push_back(sp[i]);
@@ -86,6 +126,8 @@ struct Problem {
     Layout layout;
     Device dev;
     ConvParams params;
+    bool transposed = false;  // a deconv descriptor: tparams, weights [IC, OC/g, k...]
+    ConvTransposeParams tparams;
     Tensor src, wei, bia, dst, dst_init;
     std::vector<Tensor> operands;
     PostOps post_ops;
@@ -94,6 +136,7 @@ struct Problem {
     PackedWeights packed;
 
     Event call() {
+        if (transposed) return call_transposed();
         switch (v.dir) {
             case Dir::fwd:
                 if (post_ops.has_sum()) copy(dst.view(), dst_init.view());
@@ -104,6 +147,19 @@ struct Problem {
                 return convolution_backward_data(src, dst, wei, params, stream, {}, opt);
             case Dir::bwd_w:
                 return convolution_backward_weights(wei, bia.view(), dst, src, params, stream, {}, opt);
+        }
+        return Event();
+    }
+    // src is the deconvolution's input and dst its output, in every direction.
+    Event call_transposed() {
+        switch (v.dir) {
+            case Dir::fwd:
+                if (post_ops.has_sum()) copy(dst.view(), dst_init.view());
+                return conv_transpose_forward(dst, src, wei, bia.view(), tparams, post_ops, stream, {}, opt);
+            case Dir::bwd_d:
+                return conv_transpose_backward_data(src, dst, wei, tparams, stream, {}, opt);
+            case Dir::bwd_w:
+                return conv_transpose_backward_weights(wei, bia.view(), dst, src, tparams, stream, {}, opt);
         }
         return Event();
     }
@@ -119,10 +175,13 @@ Problem make_problem(const ConvDesc& d, const Variant& v, DType dt, Layout layou
     p.dt = dt;
     p.layout = layout;
     p.dev = engine == Engine::cuda ? Device::cuda(0) : Device::cpu();
-    p.params = params_of(d);
+    p.transposed = d.kind == DescKind::deconv;
+    if (p.transposed) p.tparams = transposed_params_of(d);
+    else p.params = params_of(d);
     p.opt.engine = engine;
     if (p.dev.is_cuda()) p.stream = Stream::cuda(0);
-    Dims s = dims_of(d.mb, d.ic, d.in, d.ndims), w = dims_of(d.oc, d.ic / d.g, d.k, d.ndims),
+    Dims s = dims_of(d.mb, d.ic, d.in, d.ndims),
+         w = p.transposed ? dims_of(d.ic, d.oc / d.g, d.k, d.ndims) : dims_of(d.oc, d.ic / d.g, d.k, d.ndims),
          o = dims_of(d.mb, d.oc, d.out, d.ndims);
     p.src = Tensor(dt, s, layout, p.dev);
     p.wei = Tensor(dt, w, layout, p.dev);
@@ -187,16 +246,15 @@ Result run_one(const ConvDesc& d, const Variant& v, DType dt, Layout layout, Eng
         Problem q = make_problem(d, v, dt, layout, Engine::ref, o.post_ops, 1234);
         q.call().wait();
         std::vector<double> got = to_host_f64(p.output()), want = to_host_f64(q.output());
-        int64_t K = (d.ic / d.g);
-        for (int i = 0; i < 3; ++i) K *= d.k[i];
-        if (v.dir == Dir::bwd_d) K = (d.oc / d.g) * d.k[0] * d.k[1] * d.k[2];
-        if (v.dir == Dir::bwd_w) K = d.mb * d.out[0] * d.out[1] * d.out[2];
+        const int64_t K = reduction_length(d, v.dir);
         const double scale = std::max(1.0, std::sqrt(static_cast<double>(K)) / 3.0);
         const double tol = (engine == Engine::cuda && dt == DType::f32 && allow_tf32()) ? kTf32Tolerance : tolerance(dt);
         CompareResult c = compare(got, want, dt, scale, tol);
         if (c.ok && v.dir == Dir::bwd_w && v.bias) {
+            // The bias gradient sums diff_dst over mb and every output position.
+            const double Kb = static_cast<double>(d.mb * d.out[0] * d.out[1] * d.out[2]);
             std::vector<double> gb = to_host_f64(p.bia.view()), wb = to_host_f64(q.bia.view());
-            CompareResult cb = compare(gb, wb, dt, std::max(1.0, std::sqrt(static_cast<double>(K)) / 3.0), tol);
+            CompareResult cb = compare(gb, wb, dt, std::max(1.0, std::sqrt(Kb) / 3.0), tol);
             if (!cb.ok) c = cb, c.detail = "diff_bias: " + cb.detail;
         }
         r.err = c.max_err;
@@ -234,7 +292,11 @@ Result run_one(const ConvDesc& d, const Variant& v, DType dt, Layout layout, Eng
 
 int bench_command(const std::vector<std::string>& args) {
     BenchOptions o;
-    CLI::App app{"convkit bench: benchdnn-compatible convolution driver", "convkit bench"};
+    CLI::App app{"convkit bench: benchdnn-compatible convolution / deconvolution driver", "convkit bench"};
+    app.add_option("--driver", o.driver,
+                   "conv | deconv (benchdnn's deconv descriptors: ic/i* = the transposed convolution's input, "
+                   "oc/o* = its output, weights [IC, OC/g, k...])")
+            ->check(CLI::IsMember({"conv", "deconv"}));
     app.add_option("--batch", o.batches, "batch file of problem descriptors (repeatable)");
     app.add_option("--dir", o.dir, "fwd|bwd_d|bwd_w or FWD_B|FWD_D|BWD_D|BWD_W|BWD_WB; comma-separated for several");
     app.add_option("--dt", o.dt, "f32|f64|bf16|f16; comma-separated for several");
@@ -245,7 +307,7 @@ int bench_command(const std::vector<std::string>& args) {
     app.add_option("--mode", o.mode, "corr|perf|both")->check(CLI::IsMember({"corr", "perf", "both", "C", "P", "CP"}));
     app.add_option("--csv", o.csv, "write one row per problem to this CSV file");
     app.add_option("--max-ms-per-prb", o.max_ms, "perf mode time budget per problem (ms)");
-    app.add_flag("--prepack", o.prepack, "forward: pack the weights once before timing (inference)");
+    app.add_flag("--prepack", o.prepack, "conv forward: pack the weights once before timing (inference)");
     app.add_option("descriptors", o.descs, "problem descriptors, e.g. mb32ic64ih56oc64oh56kh3ph1n\"res2\"");
     std::vector<std::string> rev(args.rbegin(), args.rend());
     try {
@@ -262,12 +324,15 @@ int bench_command(const std::vector<std::string>& args) {
     if (o.mode == "CP") o.mode = "both";
     int failures = 0;
     try {
+        const DescKind kind = o.driver == "deconv" ? DescKind::deconv : DescKind::conv;
+        if (kind == DescKind::deconv && o.prepack)
+            throw Error(ErrorKind::invalid_argument, "--prepack applies to --driver=conv only (weights are packed for convolution_forward)");
         std::vector<ConvDesc> probs;
         for (const auto& b : o.batches) {
-            auto v = read_batch_file(b);
+            auto v = read_batch_file(b, kind);
             probs.insert(probs.end(), v.begin(), v.end());
         }
-        for (const auto& s : o.descs) probs.push_back(parse_conv_desc(s));
+        for (const auto& s : o.descs) probs.push_back(parse_conv_desc(s, kind));
         if (probs.empty()) throw Error(ErrorKind::invalid_argument, "no problems: give --batch=FILE or descriptors");
         if (o.mb < 0) throw Error(ErrorKind::invalid_argument, "--mb must be >= 0, got " + std::to_string(o.mb));
         Engine engine = engine_from_string(o.engine);

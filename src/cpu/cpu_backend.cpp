@@ -23,6 +23,7 @@ struct Plan {
     std::shared_ptr<F64Plan> f64;
     std::shared_ptr<SplitPlan> split;
     std::shared_ptr<TransposedPlan> transposed;  // wraps the plan of its base problem
+    std::shared_ptr<CropPlan> crop;              // likewise
 };
 
 using PlanCache = core::LruCache<ConvProblem, Plan, core::ConvProblemHash>;
@@ -66,6 +67,8 @@ std::shared_ptr<Plan> get_plan(const ConvProblem& p) {
         auto plan = std::make_shared<Plan>();
         if (p.transposed)
             plan->transposed = make_transposed_plan(p);
+        else if (wants_crop(p))
+            plan->crop = make_crop_plan(p);
         else if (p.dt == DType::f64)
             plan->f64 = make_f64_plan(p);
         else if (!wants_split(p) || !(plan->split = make_split_plan(p)))
@@ -75,6 +78,8 @@ std::shared_ptr<Plan> get_plan(const ConvProblem& p) {
 }
 
 Event run_plain(Plan& plan, const ConvProblem& p, const ConvArgs& args) {
+    if (plan.crop)
+        return run_crop_plan(*plan.crop, args, [](const ConvProblem& q, const ConvArgs& a) { run_plain(*get_plan(q), q, a); });
     if (plan.f64) {
         run_f64_plan(*plan.f64, p, args);
         return Event();
@@ -105,14 +110,6 @@ public:
 
     std::string check(const ConvProblem& p) const override {
         if (!p.device.is_cpu()) return "the cpu engine runs host tensors only";
-        // A transposed convolution with output_padding >= stride (allowed where the dilation is
-        // larger) is a convolution whose post-padding is below 1 - stride, which oneDNN 2.6's
-        // descriptors refuse; the f64 path takes any.
-        if (p.dt != DType::f64)
-            for (int i = 0; i < p.nsp; ++i)
-                if (p.padding_r[i] < 1 - p.stride[i])
-                    return "padding_r " + std::to_string(p.padding_r[i]) +
-                           " (a transposed convolution's output_padding >= stride) is below oneDNN's limit 1 - stride";
         return "";
     }
 
@@ -168,7 +165,8 @@ PlanInfo plan_info(const ConvProblem& p) {
     SerialScope serial(p);
     return guarded(p, "planning", [&] {
         std::shared_ptr<Plan> plan = get_plan(p);
-        auto info = [](Plan& pl) {
+        std::function<PlanInfo(Plan&)> info = [&info](Plan& pl) {
+            if (pl.crop) return info(*get_plan(crop_base(*pl.crop)));
             if (pl.f64) return f64_plan_info(*pl.f64);
             return pl.split ? split_plan_info(*pl.split) : dnnl_plan_info(*pl.dnnl);
         };

@@ -103,6 +103,14 @@ const core::ConvProblem& transposed_base(const TransposedPlan& plan);
 Event run_transposed_plan(const TransposedPlan& plan, const core::ConvArgs& args, const RunBase& run_base);
 PlanInfo transposed_plan_info(const TransposedPlan& plan, const PlanInfo& base);
 
+// Convolutions with post-padding below oneDNN's limit 1 - stride (crop_plan.cpp): the same
+// convolution over the input rows its windows reach (the base problem, run through `run_base`).
+class CropPlan;
+bool wants_crop(const core::ConvProblem& p);
+std::shared_ptr<CropPlan> make_crop_plan(const core::ConvProblem& p);
+const core::ConvProblem& crop_base(const CropPlan& plan);
+Event run_crop_plan(const CropPlan& plan, const core::ConvArgs& args, const RunBase& run_base);
+
 // f64 plans (f64_plan.cpp; run_f64_plan in f64_conv.cpp).
 std::shared_ptr<F64Plan> make_f64_plan(const core::ConvProblem& p);
 void run_f64_plan(const F64Plan& plan, const core::ConvProblem& p, const core::ConvArgs& args);

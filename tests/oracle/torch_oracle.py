@@ -4,13 +4,15 @@
 Generates a fixed-seed set of small convolution problems (forward with bias and
 post-ops, backward-data, backward-weights with bias gradient; 1D/2D/3D; groups and
 depthwise; strides, dilations, asymmetric padding; both memory tags; f32, f64, bf16,
-f16; dyadic and non-dyadic post-op parameters),
+f16; dyadic and non-dyadic post-op parameters), and a third as many transposed
+convolutions (`convkit run --op=deconv`: the same directions and variety plus
+output_padding, checked against torch's conv_transpose and its autograd),
 computes each one with PyTorch in float64 (the oracle), runs `convkit run` on the same
 .npy inputs, and compares the two with a per-element error bound (see TOLERANCES).
 
 Usage:
   /usr/bin/python3 tests/oracle/torch_oracle.py --convkit=build/convkit --engine=ref \
-      [--seed=1234] [--cases=368] [--workdir=DIR] [--dtypes=f32,f64,bf16,f16] \
+      [--seed=1234] [--cases=552] [--workdir=DIR] [--dtypes=f32,f64,bf16,f16] \
       [--filter=SUBSTR] [--jobs=2] [--keep] [--dry-run] [--self-test]
 
 Output: one line per failing case, then a final line `N passed, M failed`.
@@ -22,7 +24,8 @@ Exit status 0 iff M == 0 and N > 0.
             implementation at the compute precision must pass (positive control) and
             realistic bugs (off-by-one padding, flipped kernel, missing bias, wrong group,
             dropped post-op, layout mix-up, one wrong element, f64 post-op parameters
-            rounded to float, f16 computed as bf16, ...) must be rejected.
+            rounded to float, f16 computed as bf16, transposed output_padding rows left
+            unwritten, ...) must be rejected.
 """
 
 import argparse
@@ -55,7 +58,13 @@ torch.set_num_threads(2)
 #    blocked, parallel, FMA or not, GEMM-based), obeys the classic bound
 #        |computed - exact| <= gamma_K * S,   gamma_K ~= K*u,   S = sum_i |a_i * b_i|,
 #    where S is the same reduction done on absolute values (we compute it with torch on
-#    |src|, |wei|, |diff_dst|, |bias|).  We use (K + ACC_EXTRA_TERMS) * u_acc.  This never
+#    |src|, |wei|, |diff_dst|, |bias|).  We use (K + ACC_EXTRA_TERMS) * u_acc.
+#    Transposed convolutions carry the model over as they are: the forward is the
+#    backward-data of the equivalent convolution, so S is conv_transpose on |src|, |wei|,
+#    |bias| and K = IC/g * prod(k) (an upper bound on the products per output: each tap
+#    meets at most one input), backward-data is a convolution of diff_dst (K = OC/g *
+#    prod(k)), backward-weights sums over mb * prod(in) products (K), the bias gradient
+#    over mb * prod(out); S of the backward ones comes from autograd on absolute values.  This never
 #    fails a correct implementation, and it is still tight: a single missing/extra term is
 #    ~S/K, and (K*u)*S << S/K whenever K^2*u << 1 (largest K here ~250: K^2*u ~ 4e-3 for
 #    f32, ~7e-12 for f64), so one wrong product, a shifted pad or a flipped kernel is
@@ -128,10 +137,12 @@ DIRS = ['fwd', 'bwd_d', 'bwd_w']
 DTYPES = ['f32', 'f64', 'bf16', 'f16']
 HALF = ('bf16', 'f16')
 MAX_SPATIAL = {1: 16, 2: 10, 3: 5}
+MAX_SPATIAL_DECONV_IN = {1: 8, 2: 5, 3: 3}     # the transposed input; outputs grow by stride
 MAX_FLOP = 5e6
 HALF_SHARE = 0.13            # of the cases, for each of bf16 and f16
 NONDYADIC_SHARE = 0.35       # of the forward cases: post-op parameters not exact in f32
-DEFAULT_CASES = 368
+DECONV_SHARE = 1.0 / 3      # of the cases: transposed convolutions (--op=deconv)
+DEFAULT_CASES = 552          # 368 convolutions (the set before transposed ones existed) + 184
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -187,17 +198,45 @@ def balanced(rng, values, n):
 
 
 class Case:
+    """op 'conv': src [mb, C, isz] -> dst [mb, OC, osz] with weights [OC, icg, k].
+    op 'deconv' (transposed): the same src and dst, weights [C, ocg, k] (PyTorch's layout),
+    osz = (isz - 1) * stride - pl - pr + dil * (k - 1) + opad + 1."""
+
     def __init__(self, **kw):
+        self.op = 'conv'
         self.__dict__.update(kw)
         nd = self.nd
+        if not hasattr(self, 'opad'):
+            self.opad = [0] * nd
         self.ext = [(self.k[i] - 1) * self.dil[i] + 1 for i in range(nd)]
-        self.osz = [(self.isz[i] + self.pl[i] + self.pr[i] - self.ext[i]) // self.stride[i] + 1
-                    for i in range(nd)]
+        if self.op == 'deconv':
+            self.osz = [(self.isz[i] - 1) * self.stride[i] - self.pl[i] - self.pr[i] + self.ext[i]
+                        + self.opad[i] for i in range(nd)]
+        else:
+            self.osz = [(self.isz[i] + self.pl[i] + self.pr[i] - self.ext[i]) // self.stride[i] + 1
+                        for i in range(nd)]
         self.C = self.groups * self.icg
         self.OC = self.groups * self.ocg
         self.src_shape = [self.mb, self.C] + list(self.isz)
-        self.wei_shape = [self.OC, self.icg] + list(self.k)
+        if self.op == 'deconv':
+            self.wei_shape = [self.C, self.ocg] + list(self.k)
+        else:
+            self.wei_shape = [self.OC, self.icg] + list(self.k)
         self.dst_shape = [self.mb, self.OC] + list(self.osz)
+
+    @property
+    def opkind(self):
+        """Transposed output_padding: none, below the stride, or >= the stride (dilation larger)."""
+        if not any(self.opad):
+            return 'none'
+        if any(o >= s for o, s in zip(self.opad, self.stride)):
+            return 'ge_stride'
+        return 'yes'
+
+    @property
+    def dkey(self):
+        """The direction as the coverage table counts it ('deconv:fwd' for transposed ones)."""
+        return self.dir if self.op == 'conv' else 'deconv:' + self.dir
 
     @property
     def gkind(self):
@@ -228,7 +267,11 @@ class Case:
 
     @property
     def cid(self):
-        s = '%03d-%s-%s-%dd-%s-%s' % (self.idx, self.dt, self.dir, self.nd, self.tag, self.gkind)
+        op = '' if self.op == 'conv' else 'deconv-'
+        s = '%03d-%s-%s%s-%dd-%s-%s' % (self.idx, self.dt, op, self.dir, self.nd, self.tag, self.gkind)
+        if self.opkind != 'none':
+            s += '-opad' if self.opkind == 'yes' else '-opad_ge_stride'
+
         if self.dir == 'fwd' and self.bias:
             s += '-bias'
         if self.dir == 'bwd_w' and self.bias:
@@ -518,8 +561,87 @@ def gen_geometry(rng, nd, direction, stride_v, dil_v, gkind, padkind, mb, pointw
                        ((nd, direction, stride_v, dil_v, gkind, padkind),))
 
 
+def gen_geometry_deconv(rng, nd, stride_v, dil_v, gkind, padkind, mb, opkind, pointwise=False):
+    """A transposed convolution's geometry. opkind: 'none', 'op' (output_padding below
+    max(stride, dilation) in some dims) or 'op_ge' (output_padding >= the stride in one dim,
+    allowed because that dim's dilation is larger; needs dil_v >= 2, else 'op')."""
+    if pointwise:
+        dil_v = 1
+    if opkind == 'op_ge' and dil_v < 2:
+        opkind = 'op'
+    if opkind == 'op' and stride_v == 1 and dil_v == 1:
+        opkind = 'none'         # output_padding needs a stride or dilation above 1
+    for _ in range(5000):
+        dims = list(range(nd))
+        sdims = set(rng.sample(dims, rng.randint(1, nd)))
+        ddims = set(rng.sample(dims, rng.randint(1, nd)))
+        stride = [stride_v if i in sdims else rng.randint(1, stride_v) for i in dims]
+        dil = [dil_v if i in ddims else rng.randint(1, dil_v) for i in dims]
+        k = [1 if pointwise else rng.randint(2 if dil[i] > 1 else 1, 3) for i in dims]
+        ext = [(k[i] - 1) * dil[i] + 1 for i in dims]
+        opad = [0] * nd
+        if opkind == 'op':
+            cand = [i for i in dims if max(stride[i], dil[i]) > 1]
+            if not cand:
+                continue
+            for i in rng.sample(cand, rng.randint(1, len(cand))):
+                opad[i] = rng.randint(1, max(stride[i], dil[i]) - 1)
+        elif opkind == 'op_ge':
+            i = rng.choice([i for i in dims if dil[i] >= 2])
+            stride[i] = rng.randint(1, dil[i] - 1)
+            opad[i] = rng.randint(stride[i], dil[i] - 1)
+        # padding crops the output: up to 2 rows a side, as for the convolutions
+        if padkind == 'zero':
+            pl, pr = [0] * nd, [0] * nd
+        elif padkind == 'sym':
+            pl = [rng.randint(0, min(2, max(1, ext[i] - 1))) for i in dims]
+            pr = list(pl)
+            if all(p == 0 for p in pl):
+                continue
+        else:
+            pl = [rng.randint(0, min(2, max(1, ext[i] - 1))) for i in dims]
+            pr = [rng.randint(0, min(2, max(1, ext[i] - 1))) for i in dims]
+            if pl == pr:
+                continue
+        isz = [rng.randint(1, MAX_SPATIAL_DECONV_IN[nd]) for i in dims]
+        if gkind == 'g1':
+            groups, icg, ocg = 1, rng.randint(1, 8), rng.randint(1, 8)
+        elif gkind == 'grouped':
+            groups, icg, ocg = rng.randint(2, 4), rng.randint(2, 6), rng.randint(1, 6)
+        elif gkind == 'dw':
+            groups, icg, ocg = rng.randint(2, 8), 1, 1
+        else:  # dw2
+            groups, icg, ocg = rng.randint(2, 8), 1, 2
+        c = Case(op='deconv', nd=nd, mb=mb, groups=groups, icg=icg, ocg=ocg, isz=isz, k=k,
+                 stride=stride, dil=dil, pl=pl, pr=pr, opad=opad)
+        if min(c.osz) < 1:
+            continue
+        # some output must receive a product in every dimension (else it is all bias)
+        if not all(any(0 <= i * stride[d] + t * dil[d] - pl[d] < c.osz[d]
+                       for i in range(isz[d]) for t in range(k[d])) for d in dims):
+            continue
+        flop = 2.0 * prod(c.src_shape) * ocg * prod(k)
+        if flop > MAX_FLOP or prod(c.osz) > MAX_SPATIAL[nd] ** nd * 4:
+            continue
+        return dict(op='deconv', nd=nd, mb=mb, groups=groups, icg=icg, ocg=ocg, isz=isz, k=k,
+                    stride=stride, dil=dil, pl=pl, pr=pr, opad=opad)
+    raise RuntimeError('could not generate a valid transposed geometry for %r' %
+                       ((nd, stride_v, dil_v, gkind, padkind, opkind),))
+
+
 def generate_cases(seed, n_cases):
-    rng = random.Random(seed)
+    """The convolution cases come first, drawn exactly as before transposed cases existed
+    (same ids and data for the same seed), then the transposed ones from their own stream."""
+    n_deconv = int(round(DECONV_SHARE * n_cases))
+    specs = generate_specs(random.Random(seed), n_cases - n_deconv, 'conv')
+    specs += generate_specs(random.Random(seed * 7919 + 104729), n_deconv, 'deconv')
+    cases = [Case(idx=i, **s) for i, s in enumerate(specs)]
+    for c in cases:
+        harden(c, seed)
+    return cases
+
+
+def generate_specs(rng, n_cases, op):
     n_half = int(round(HALF_SHARE * n_cases))
     n_f64 = (n_cases - 2 * n_half) // 2
     n_f32 = n_cases - 2 * n_half - n_f64
@@ -541,10 +663,12 @@ def generate_cases(seed, n_cases):
                 'pad': balanced(rng, ['zero', 'sym', 'asym'], m),
                 'bias': balanced(rng, [True, False], m),
             }
+            if op == 'deconv':
+                cyc['opad'] = balanced(rng, ['none', 'op', 'op_ge'], m)
             chains = [([], [], False, False) for _ in range(m)]   # items, ops, nondy, pinned
             dst_init = [False] * m
             if direction == 'fwd':
-                if dt in ('f32', 'f64'):
+                if dt in ('f32', 'f64') and op == 'conv':
                     queue = [('eltwise', e) for e in ELTWISE for _ in range(2)]
                     queue += [('sum',), ('sum',)]
                     queue += [('binary', b, k) for b in BINARY for k in BKINDS_REQUIRED]
@@ -572,7 +696,7 @@ def generate_cases(seed, n_cases):
                 # pinned chains (see PINNED_RELU_SUM_ADD), kept as they are by harden()
                 pinned = [[dict(o) for o in PINNED_RELU_SUM_ADD]]
                 pinned[0][2]['bkind'] = rng.choice(BKINDS_REQUIRED + BKINDS_EXTRA)
-                if dt == 'f16':
+                if dt == 'f16' and op == 'conv':
                     pinned.append([dict(o) for o in PINNED_F16_OVERFLOW])
                 for ops in pinned:
                     if pos >= m:
@@ -605,8 +729,14 @@ def generate_cases(seed, n_cases):
                 if cyc['dil'][j] == 1:      # every third dense case is a 1x1(x1) kernel
                     pointwise = n_dil1 % 3 == 1
                     n_dil1 += 1
-                geo = gen_geometry(rng, cyc['nd'][j], direction, cyc['stride'][j], cyc['dil'][j],
-                                   cyc['gkind'][j], cyc['pad'][j], cyc['mb'][j], pointwise)
+                if op == 'deconv':
+                    geo = gen_geometry_deconv(rng, cyc['nd'][j], cyc['stride'][j], cyc['dil'][j],
+                                              cyc['gkind'][j], cyc['pad'][j], cyc['mb'][j],
+                                              cyc['opad'][j], pointwise)
+                else:
+                    geo = gen_geometry(rng, cyc['nd'][j], direction, cyc['stride'][j],
+                                       cyc['dil'][j], cyc['gkind'][j], cyc['pad'][j],
+                                       cyc['mb'][j], pointwise)
                 items, ops, nondy, pin = chains[j]
                 has_sum = any(o['kind'] == 'sum' for o in ops)
                 specs.append(dict(geo, dt=dt, dir=direction, tag=cyc['tag'][j],
@@ -616,10 +746,7 @@ def generate_cases(seed, n_cases):
                                   compact_lists=rng.random() < 0.5))
     # interleave so that a prefix of the list is varied; ids are positions in this order
     rng.shuffle(specs)
-    cases = [Case(idx=i, **s) for i, s in enumerate(specs)]
-    for c in cases:
-        harden(c, seed)
-    return cases
+    return specs
 
 
 MIN_SENSITIVITY = 0.3
@@ -714,6 +841,10 @@ def categories(c):
             cats.add('f16_overflow')
     if c.dir == 'bwd_w':
         cats.add('bias_grad:%s' % ('yes' if c.bias else 'no'))
+    if c.op == 'deconv':
+        cats.add('opad:' + c.opkind)
+        if c.opkind != 'none':
+            cats.add('opad:any')
     return cats
 
 
@@ -721,7 +852,7 @@ def count_categories(cases):
     """counts[(dt, dir)][cat] and counts[(dt, '*')][cat] -- post-ops counted per op use."""
     counts = {}
     for c in cases:
-        for key in ((c.dt, c.dir), (c.dt, '*'), ('*', '*')):
+        for key in ((c.dt, c.dkey), (c.dt, '*'), ('*', '*')):
             d = counts.setdefault(key, {})
             for cat in categories(c):
                 d[cat] = d.get(cat, 0) + 1
@@ -767,6 +898,26 @@ def quota_requirements():
     for dt in ('f32', 'f64'):
         req += [(dt, 'fwd', 'po:nondyadic_eltwise', 2), (dt, 'fwd', 'po:nondyadic_sum', 1)]
     req.append(('f16', 'fwd', 'f16_overflow', 1))
+    # transposed convolutions: the same variety at a third of the cases, so one case of each
+    # (two of the ones that matter most) per dtype and direction
+    for dt in ('f32', 'f64'):
+        for d in DIRS:
+            dd = 'deconv:' + d
+            for cat in structural:
+                req.append((dt, dd, cat, 1))
+            req += [(dt, dd, 'pad:asym', 2), (dt, dd, 'opad:none', 2), (dt, dd, 'opad:yes', 2),
+                    (dt, dd, 'opad:ge_stride', 1)]
+        req += [(dt, 'deconv:fwd', 'bias:yes', 2), (dt, 'deconv:fwd', 'bias:no', 2),
+                (dt, 'deconv:bwd_w', 'bias_grad:yes', 2), (dt, 'deconv:bwd_w', 'bias_grad:no', 1),
+                (dt, 'deconv:fwd', 'po:any_eltwise', 3), (dt, 'deconv:fwd', 'po:sum', 1),
+                (dt, 'deconv:fwd', 'po:binary', 2), (dt, 'deconv:fwd', 'chain:0', 1),
+                (dt, 'deconv:fwd', 'po:relu0.1+sum0.5+add', 1)]
+    for dt in HALF:
+        for d in DIRS:
+            for cat in ('nd:1', 'nd:2', 'nd:3', 'tag:nchw', 'tag:nhwc', 'opad:any'):
+                req.append((dt, 'deconv:' + d, cat, 1))
+        req += [(dt, 'deconv:fwd', 'bias:yes', 1), (dt, 'deconv:fwd', 'po:any_eltwise', 2),
+                (dt, 'deconv:fwd', 'po:binary', 1), (dt, 'deconv:bwd_w', 'bias_grad:yes', 1)]
     return req
 
 
@@ -789,9 +940,10 @@ def check_quotas(cases):
 
 def print_coverage(counts, out=sys.stdout):
     keys = sorted(set(k for d in counts.values() for k in d))
-    cols = [(dt, d) for dt in DTYPES for d in DIRS]
+    cols = [(dt, d) for dt in DTYPES for d in DIRS + ['deconv:' + d for d in DIRS]]
     out.write('coverage (cases per category; uses:X counts post-op uses)\n')
-    out.write('%-28s' % 'category' + ''.join('%11s' % ('%s/%s' % (dt, d)) for dt, d in cols) +
+    out.write('%-28s' % 'category' + ''.join('%11s' % ('%s/%s' % (dt, d.replace('deconv:', 't')))
+                                            for dt, d in cols) +
               '%8s\n' % 'all')
     for k in keys:
         row = [counts.get(col, {}).get(k, 0) for col in cols]
@@ -844,12 +996,34 @@ def compute_inputs_f64(c, data):
 
 
 def torch_conv(c, x, w, b):
+    if c.op == 'deconv':
+        return torch_deconv(c, x, w, b)
     pad = []
     for i in reversed(range(c.nd)):
         pad += [c.pl[i], c.pr[i]]
     xp = F.pad(x, pad)
     fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[c.nd]
     return fn(xp, w, b, stride=c.stride, padding=0, dilation=c.dil, groups=c.groups)
+
+
+def torch_deconv(c, x, w, b):
+    """Transposed convolution with asymmetric padding: torch pads symmetrically only, so
+    compute it unpadded (with output_padding) and crop pl rows from the front, pr from the
+    back."""
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[c.nd]
+    y = fn(x, w, b, stride=c.stride, padding=0, output_padding=c.opad, dilation=c.dil,
+           groups=c.groups)
+    crop = tuple(slice(c.pl[i], y.shape[2 + i] - c.pr[i]) for i in range(c.nd))
+    return y[(slice(None), slice(None)) + crop]
+
+
+def reduction_length(c):
+    """K of TOLERANCES 1 for the case's main output (the bias gradient's is mb * prod(osz))."""
+    if c.dir == 'fwd':
+        return c.icg * prod(c.k)
+    if c.dir == 'bwd_d':
+        return c.ocg * prod(c.k)
+    return c.mb * prod(c.isz if c.op == 'deconv' else c.osz)
 
 
 def expected_and_bound(c, t):
@@ -861,7 +1035,7 @@ def expected_and_bound(c, t):
         with torch.no_grad():
             y = torch_conv(c, x, w, b if c.bias else None)
             S = torch_conv(c, x.abs(), w.abs(), b.abs() if c.bias else None)
-        K = c.icg * prod(c.k)
+        K = reduction_length(c)
         B = (K + ACC_EXTRA_TERMS) * u * S
         with torch.no_grad():
             v, B = propagate_post_ops(c, y, B, t, u, PARAM_U[c.dt])
@@ -871,16 +1045,17 @@ def expected_and_bound(c, t):
         torch_conv(c, xr, w, None).backward(dd)
         xa = x.clone().requires_grad_(True)
         torch_conv(c, xa, w.abs(), None).backward(dd.abs())
-        K = c.ocg * prod(c.k)
+        K = reduction_length(c)
         res.append(('diff_src', xr.grad.detach(), (K + ACC_EXTRA_TERMS) * u * xa.grad.detach()))
     else:
         wr = w.clone().requires_grad_(True)
         torch_conv(c, x, wr, None).backward(dd)
         wa = w.clone().requires_grad_(True)
         torch_conv(c, x.abs(), wa, None).backward(dd.abs())
-        K = c.mb * prod(c.osz)
+        K = reduction_length(c)
         res.append(('diff_wei', wr.grad.detach(), (K + ACC_EXTRA_TERMS) * u * wa.grad.detach()))
         if c.bias:
+            K = c.mb * prod(c.osz)
             dims = [0] + list(range(2, 2 + c.nd))
             db = dd.sum(dim=dims)
             Sb = dd.abs().sum(dim=dims)
@@ -975,6 +1150,10 @@ def build_cmd(c, paths, convkit, engine):
     cmd = [convkit, 'run', '--dir=' + c.dir, '--engine=' + engine, '--dt=' + c.dt,
            '--tag=' + c.tag, '--stride=' + L(c.stride), '--pad-l=' + L(c.pl),
            '--pad-r=' + L(c.pr), '--dilation=' + L(c.dil), '--groups=%d' % c.groups]
+    if c.op == 'deconv':
+        cmd.insert(2, '--op=deconv')
+        if any(c.opad) or c.compact_lists:
+            cmd.append('--output-padding=' + L(c.opad))
     if c.dir == 'fwd':
         cmd += ['--src=' + paths['src'], '--wei=' + paths['wei']]
         if c.bias:
@@ -1098,6 +1277,75 @@ def np_bwd_w(c, dd, x, pl, pr):
     return dw
 
 
+# Transposed convolutions in scatter form (each input element adds its kernel-weighted copy
+# to the output), independent of the gather-form convolutions above: out on the uncropped
+# grid of (isz - 1) * stride + ext + opad rows, then pl rows cropped from the front, pr from
+# the back.
+def deconv_tap_slices(c, tap):
+    return tuple(slice(tap[i] * c.dil[i], tap[i] * c.dil[i] + (c.isz[i] - 1) * c.stride[i] + 1,
+                       c.stride[i]) for i in range(c.nd))
+
+
+def deconv_full(c):
+    return [(c.isz[i] - 1) * c.stride[i] + c.ext[i] + c.opad[i] for i in range(c.nd)]
+
+
+def np_deconv_fwd(c, x, w, b, pl, pr, group_shift=0):
+    full = np.zeros([c.mb, c.OC] + deconv_full(c), dtype=x.dtype)
+    G = c.groups
+    for g in range(G):
+        gw = (g + group_shift) % G
+        xg = x[:, g * c.icg:(g + 1) * c.icg]
+        for tap in np.ndindex(*c.k):
+            wt = w[(slice(gw * c.icg, (gw + 1) * c.icg), slice(None)) + tap]     # [icg, ocg]
+            contrib = np.moveaxis(np.tensordot(xg, wt, axes=([1], [0])), -1, 1)
+            full[(slice(None), slice(g * c.ocg, (g + 1) * c.ocg)) + deconv_tap_slices(c, tap)] += contrib
+    crop = tuple(slice(pl[i], full.shape[2 + i] - pr[i]) for i in range(c.nd))
+    y = np.ascontiguousarray(full[(slice(None), slice(None)) + crop])
+    if b is not None:
+        y += b.reshape([1, -1] + [1] * c.nd)
+    return y
+
+
+def np_deconv_bwd_d(c, dd, w, pl, pr, group_shift=0):
+    ddf = np_pad(dd, pl, pr)       # back on the uncropped grid
+    dx = np.zeros(c.src_shape, dtype=dd.dtype)
+    G = c.groups
+    for g in range(G):
+        gw = (g + group_shift) % G
+        for tap in np.ndindex(*c.k):
+            wt = w[(slice(gw * c.icg, (gw + 1) * c.icg), slice(None)) + tap]     # [icg, ocg]
+            ds = ddf[(slice(None), slice(g * c.ocg, (g + 1) * c.ocg)) + deconv_tap_slices(c, tap)]
+            dx[:, g * c.icg:(g + 1) * c.icg] += np.moveaxis(np.tensordot(ds, wt, axes=([1], [1])), -1, 1)
+    return dx
+
+
+def np_deconv_bwd_w(c, dd, x, pl, pr):
+    ddf = np_pad(dd, pl, pr)
+    dw = np.zeros(c.wei_shape, dtype=dd.dtype)
+    sp = list(range(2, 2 + c.nd))
+    for g in range(c.groups):
+        xg = x[:, g * c.icg:(g + 1) * c.icg]
+        for tap in np.ndindex(*c.k):
+            ds = ddf[(slice(None), slice(g * c.ocg, (g + 1) * c.ocg)) + deconv_tap_slices(c, tap)]
+            dw[(slice(g * c.icg, (g + 1) * c.icg), slice(None)) + tap] = \
+                np.tensordot(xg, ds, axes=([0] + sp, [0] + sp))
+    return dw
+
+
+def past_last_window(c):
+    """Mask of the dst elements that no input reaches (rows output_padding adds past the
+    last window) -- None if there are none."""
+    mask = np.zeros(c.dst_shape, dtype=bool)
+    for i in range(c.nd):
+        last = (c.isz[i] - 1) * c.stride[i] + c.ext[i] - c.pl[i]
+        if last < c.osz[i]:
+            idx = [slice(None)] * (2 + c.nd)
+            idx[2 + i] = slice(last, None)
+            mask[tuple(idx)] = True
+    return mask if mask.any() else None
+
+
 def np_compute(c, data, prec, bug=None, round_out=True):
     """Independent implementation at compute precision prec (float32/float64) with an
     optional injected bug. Returns list of (name, array as float64).  Post-op parameters
@@ -1135,12 +1383,16 @@ def np_compute(c, data, prec, bug=None, round_out=True):
         w = np.ascontiguousarray(np.flip(w, axis=tuple(range(2, 2 + c.nd))))
     if bug == 'drop_last_post_op' and c.dir != 'fwd':
         return None
+    if bug == 'opad_unwritten' and (c.op != 'deconv' or c.dir != 'fwd' or past_last_window(c) is None):
+        return None
+    fwd_fn, bwd_d_fn, bwd_w_fn = ((np_deconv_fwd, np_deconv_bwd_d, np_deconv_bwd_w) if c.op == 'deconv'
+                                  else (np_fwd, np_bwd_d, np_bwd_w))
     gs = 1 if bug == 'group_shift' else 0
     if gs and c.groups == 1:
         return None
     out = []
     if c.dir == 'fwd':
-        y = np_fwd(c, x, w, None if (not c.bias or bug == 'no_bias') else b, pl, pr, gs)
+        y = fwd_fn(c, x, w, None if (not c.bias or bug == 'no_bias') else b, pl, pr, gs)
         if bug == 'no_bias' and not c.bias:
             return None
         tt = {}
@@ -1156,15 +1408,18 @@ def np_compute(c, data, prec, bug=None, round_out=True):
             upto = len(c.post_ops) - 1
         with torch.no_grad():
             y = apply_post_ops(c, torch.from_numpy(y), tt, upto, pround).numpy()
+        if bug == 'opad_unwritten':     # rows past the last window keep dst's prior contents
+            prior = np.asarray(data['dst_init'], dtype=prec) if c.dst_init else np.zeros_like(y)
+            y = np.where(past_last_window(c), prior, y)
         out.append(('dst', y))
     elif c.dir == 'bwd_d':
         if bug == 'no_bias':
             return None
-        out.append(('diff_src', np_bwd_d(c, dd, w, pl, pr, gs)))
+        out.append(('diff_src', bwd_d_fn(c, dd, w, pl, pr, gs)))
     else:
         if bug == 'group_shift':
             return None
-        dw = np_bwd_w(c, dd, x, pl, pr)
+        dw = bwd_w_fn(c, dd, x, pl, pr)
         if bug == 'flip_kernel':
             dw = np.ascontiguousarray(np.flip(dw, axis=tuple(range(2, 2 + c.nd))))
         out.append(('diff_wei', dw))
@@ -1264,7 +1519,7 @@ MEANINGFUL_BUG = {'f32_params': 1e-12, 'as_bf16': 1e-3}
 def self_test(cases, seed, verbose=False):
     prec_of = {'f64': np.float64, 'f32': np.float32, 'bf16': np.float32, 'f16': np.float32}
     bugs_direct = ['pad_shift', 'flip_kernel', 'no_bias', 'group_shift', 'drop_last_post_op',
-                   'f32_params', 'as_bf16']
+                   'f32_params', 'as_bf16', 'opad_unwritten']
     bugs_post = ['shift_out', 'layout', 'one_elem', 'nan_elem']
     stats = {}
     problems = check_half_rounding()
