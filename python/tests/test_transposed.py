@@ -59,20 +59,8 @@ SMALL = [c for c in CASES if c.id in ("1d", "2d", "2d_groups", "2d_depthwise", "
 
 
 def ck_call(p, dtype, engine, fn, *args, **kwargs):
-    """fn(*args, engine=engine, **kwargs). The cpu engine refuses output_padding >= stride in all
-    but f64 (oneDNN's descriptors cannot express the negative post-padding it needs): that
-    refusal is checked, and the call then goes to engine='auto', whose ordered list takes ref."""
-    geometry = p["ck"]
-    nsp = p["nsp"]
-
-    def per_dim(v):
-        return list(v) if isinstance(v, (tuple, list)) else [v] * nsp
-
-    ge = any(o >= s for o, s in zip(per_dim(geometry.get("output_padding", 0)), per_dim(geometry.get("stride", 1))))
-    if engine == "cpu" and ge and dtype != "float64":
-        with pytest.raises(convkit.UnsupportedError, match=r"output_padding >= stride\) is below oneDNN's limit"):
-            fn(*args, engine="cpu", **kwargs)
-        engine = "auto"
+    """fn(*args, engine=engine, **kwargs): every engine takes every case, output_padding >= stride
+    included (the cpu engine crops the rows no window reaches where oneDNN cannot pad)."""
     return fn(*args, engine=engine, **kwargs)
 
 
