@@ -502,13 +502,6 @@ def test_docstrings_and_exports():
 cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device and convkit's cuda engine")
 
 
-def _pending_on_cuda(e):
-    # The cuda engine gains bias and post-ops on transposed convolutions separately.
-    if "not implemented on cuda yet" in str(e):
-        pytest.xfail(str(e))
-    raise e
-
-
 @cuda_only
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("p", SMALL)
@@ -518,20 +511,14 @@ def test_cuda_all_directions(p, bias):
     try:
         x, w, b = make_inputs(p, "float32", 60, bias=bias)
         xc, wc, bc = (None if t is None else t.cuda() for t in (x, w, b))
-        try:
-            y = CK_T[p["nsp"]](xc, wc, bc, **p["ck"])
-        except convkit.UnsupportedError as e:
-            _pending_on_cuda(e)
+        y = CK_T[p["nsp"]](xc, wc, bc, **p["ck"])
         torch.cuda.synchronize()
         assert y.device.startswith("cuda")
         want, absref = torch_forward(p, x, w, b)
         check(torch.from_dlpack(y).cpu(), want, absref, "float32", k_forward(p), "cuda transposed forward")
         gy = rand(tuple(want.shape), "float32", gen(61))
         gx = convkit.conv_transpose_backward_data(gy.cuda(), wc, tuple(x.shape), **p["ck"])
-        try:
-            gw, gb = convkit.conv_transpose_backward_weights(gy.cuda(), xc, tuple(w.shape), bias=bias, **p["ck"])
-        except convkit.UnsupportedError as e:
-            _pending_on_cuda(e)
+        gw, gb = convkit.conv_transpose_backward_weights(gy.cuda(), xc, tuple(w.shape), bias=bias, **p["ck"])
         torch.cuda.synchronize()
         (tx, tw, tb), (ax, aw, ab) = torch_backward(p, x, w, gy)
         groups = p["ck"].get("groups", 1)
@@ -554,8 +541,6 @@ def test_cuda_post_ops():
     try:
         y = convkit.conv_transpose2d(x.cuda(), w.cuda(), b.cuda(), 2, 1, 1, post_ops=[("add", r.cuda()), "relu"])
         torch.cuda.synchronize()
-    except convkit.UnsupportedError as e:
-        _pending_on_cuda(e)
     finally:
         convkit.set_allow_tf32(old)
     conv = F.conv_transpose2d(x.double(), w.double(), b.double(), 2, 1, 1)

@@ -62,10 +62,6 @@ public:
         if (p.device.index < 0 || p.device.index >= n)
             return "device " + p.device.str() + " does not exist (" + std::to_string(n) + " visible)";
         if (p.packed_weights) return "the cuda engine does not prepack weights";
-        for (int i = 0; i < p.nsp; ++i)
-            if (p.padding_r[i] < 0)
-                return "padding_r " + std::to_string(p.padding_r[i]) +
-                       " (a transposed convolution's output_padding >= stride) is not taken by cuDNN's graphs";
         // cuDNN indexes tensors with 32-bit integers (pytorch#22496).
         const double limit = 2147483647.0;
         auto numel = [](const Dims& d) {

@@ -199,7 +199,12 @@ std::shared_ptr<const Plan> build_graph_plan(const ConvProblem& p, bool aligned,
     return plan;
 }
 
-bool explicit_first(const ConvProblem& p) { return asymmetric(p) && prefer_explicit_padding(p); }
+// Backward weights with unequal native paddings: an f32 (TF32) engine picked for a 1D grouped
+// stride-3 problem with padding 1/2 (a widened bf16 transposed convolution's) left diff_weights
+// elements unwritten (H200, cuDNN 9.19), as a bf16 one did on the H100 (acc32 below): explicit first.
+bool explicit_first(const ConvProblem& p) {
+    return asymmetric(p) && (prefer_explicit_padding(p) || p.dir == Direction::bwd_w);
+}
 
 bool fused_applies(const ConvProblem& p) {
     GraphSpec g = conv_spec(p, false, 16);

@@ -64,6 +64,11 @@ std::shared_ptr<const Plan> build_plan(const core::ConvProblem& problem, bool al
 // *error ("no cuDNN engine runs <problem>: <reason>") when none does.
 std::shared_ptr<const Plan> build_plain(const core::ConvProblem& p, bool aligned, cudnnHandle_t h, std::string* error);
 
+// extend_plan.cpp: negative post-padding (a transposed convolution's output_padding >= stride) as
+// the same convolution with more output rows.
+bool extend_applies(const core::ConvProblem& p);
+std::shared_ptr<const Plan> build_extend_plan(const core::ConvProblem& p, bool aligned, cudnnHandle_t h, cudaStream_t s);
+
 // split_plan.cpp: strided backward-data as stride-1 sub-convolutions (cuda_api.hpp's set_split_dgrad).
 bool split_applies(const core::ConvProblem& p);
 // Null if a phase's paddings do not make a valid stride-1 convolution or no engine runs a phase.

@@ -70,6 +70,7 @@ std::shared_ptr<const Plan> build_plain(const ConvProblem& p, bool aligned, cudn
 
 std::shared_ptr<const Plan> build_plan(const ConvProblem& problem, bool aligned, cudnnHandle_t h, cudaStream_t s) {
     const ConvProblem p = normalized(problem);
+    if (extend_applies(p)) return build_extend_plan(p, aligned, h, s);
     std::string error;
     if (!split_applies(p)) return or_no_plan(build_plain(p, aligned, h, &error), p, error);
     const int64_t alignment = aligned ? 16 : static_cast<int64_t>(dtype_size(p.dt));
