@@ -111,7 +111,6 @@ convkit::Dims batched_shape(const convkit::Dims& sz, int nsp, const char* fn, co
     return b;
 }
 
-const char* kTransposedWeight = " dimensions (in_channels, out_channels / groups, kernel...), got shape ";
 
 void no_stream_on_cpu(const char* fn, py::handle stream, const convkit::TensorView& v) {
     if (!is_none(stream) && v.device.is_cpu())
@@ -189,11 +188,114 @@ void agree_operands(const convkit::PostOps& ops, const char* fn, const convkit::
 }
 
 // ---------------------------------------------------------------------------------------------
+// A convolution and a transposed one take the same arguments bar the geometry, so each direction
+// is written once, over a kind (Conv or Transposed) that holds what differs.
 
-py::object forward(int nsp, const char* fn, py::handle input, py::handle weight, py::handle bias, py::handle stride,
-                   py::handle padding, py::handle dilation, py::handle groups, py::handle padding_l,
-                   py::handle padding_r, py::handle post_ops, py::handle out, py::handle engine,
-                   py::handle deterministic, py::handle stream) {
+// The geometry arguments as Python passed them; output_padding is the transposed kind's only.
+struct Geometry {
+    py::handle stride, padding, dilation, groups, output_padding, padding_l, padding_r;
+};
+
+struct Conv {
+    using Params = convkit::ConvParams;
+    // How the weight's sizes name its channels (in the messages about its shape).
+    static constexpr const char* weight_dims = "(out_channels, in_channels / groups, kernel...)";
+    // conv_backward_data names the batched input_size in its negative-size message, the
+    // transposed one the caller's; kept so that neither message changes.
+    static constexpr bool negative_input_size_batched = true;
+
+    static void parse(Params& p, const char* fn, int nsp, const Geometry& g, const convkit::Dims& wsz) {
+        parse_geometry(p, fn, nsp, g.stride, g.padding, g.dilation, g.groups, g.padding_l, g.padding_r, wsz);
+    }
+    static void check_packed(const char*, int) {}
+    static convkit::Dims output_shape(const convkit::Dims& src, const convkit::Dims& wei, const Params& p) {
+        return forward_shape(src, wei, p);
+    }
+    static int64_t bias_channels(const convkit::Dims& wsz, const Params&) { return wsz[0]; }
+
+    static convkit::Event forward(const convkit::TensorView& dst, const convkit::TensorView& src, const PackedObj* pk,
+                                  const convkit::TensorView& wei, const convkit::TensorView& bias, const Params& p,
+                                  const convkit::PostOps& ops, const convkit::Stream& s,
+                                  const convkit::ConvOptions& opt) {
+        if (pk) return convkit::convolution_forward(dst, src, pk->packed, bias, p, ops, s, no_deps(), opt);
+        return convkit::convolution_forward(dst, src, wei, bias, p, ops, s, no_deps(), opt);
+    }
+    static convkit::Event backward_data(const convkit::TensorView& diff_src, const convkit::TensorView& diff_dst,
+                                        const convkit::TensorView& wei, const Params& p, const convkit::Stream& s,
+                                        const convkit::ConvOptions& opt) {
+        return convkit::convolution_backward_data(diff_src, diff_dst, wei, p, s, no_deps(), opt);
+    }
+    static convkit::Event backward_weights(const convkit::TensorView& diff_wei, const convkit::TensorView& diff_bias,
+                                           const convkit::TensorView& diff_dst, const convkit::TensorView& src,
+                                           const Params& p, const convkit::Stream& s,
+                                           const convkit::ConvOptions& opt) {
+        return convkit::convolution_backward_weights(diff_wei, diff_bias, diff_dst, src, p, s, no_deps(), opt);
+    }
+};
+
+struct Transposed {
+    using Params = convkit::ConvTransposeParams;
+    static constexpr const char* weight_dims = "(in_channels, out_channels / groups, kernel...)";
+    static constexpr bool negative_input_size_batched = false;
+
+    static void parse(Params& p, const char* fn, int nsp, const Geometry& g, const convkit::Dims&) {
+        parse_transpose_geometry(p, fn, nsp, g.stride, g.padding, g.output_padding, g.groups, g.dilation,
+                                 g.padding_l, g.padding_r);
+    }
+    // Packed weights are laid out for a convolution's forward kernels; a transposed convolution
+    // runs a backward-data kernel, which reads another layout.
+    static void check_packed(const char* fn, int nsp) {
+        throw py::type_error(std::string(fn) + ": weight is a PackedWeights (packed for conv" + std::to_string(nsp) +
+                             "d's forward); a transposed convolution takes the weight tensor itself");
+    }
+    static convkit::Dims output_shape(const convkit::Dims& src, const convkit::Dims& wei, const Params& p) {
+        return transpose_shape(src, wei, p, "conv_transpose_forward");
+    }
+    // The transposed weight is [IC, OC / groups, k...]: the bias has OC = weight_size[1] * groups.
+    static int64_t bias_channels(const convkit::Dims& wsz, const Params& p) { return wsz[1] * p.groups; }
+
+    static convkit::Event forward(const convkit::TensorView& dst, const convkit::TensorView& src, const PackedObj*,
+                                  const convkit::TensorView& wei, const convkit::TensorView& bias, const Params& p,
+                                  const convkit::PostOps& ops, const convkit::Stream& s,
+                                  const convkit::ConvOptions& opt) {
+        return convkit::conv_transpose_forward(dst, src, wei, bias, p, ops, s, no_deps(), opt);
+    }
+    static convkit::Event backward_data(const convkit::TensorView& diff_src, const convkit::TensorView& diff_dst,
+                                        const convkit::TensorView& wei, const Params& p, const convkit::Stream& s,
+                                        const convkit::ConvOptions& opt) {
+        return convkit::conv_transpose_backward_data(diff_src, diff_dst, wei, p, s, no_deps(), opt);
+    }
+    static convkit::Event backward_weights(const convkit::TensorView& diff_wei, const convkit::TensorView& diff_bias,
+                                           const convkit::TensorView& diff_dst, const convkit::TensorView& src,
+                                           const Params& p, const convkit::Stream& s,
+                                           const convkit::ConvOptions& opt) {
+        return convkit::conv_transpose_backward_weights(diff_wei, diff_bias, diff_dst, src, p, s, no_deps(), opt);
+    }
+};
+
+[[noreturn]] void bad_weight_rank(const char* fn, const std::string& count, const char* weight_dims,
+                                  const ArgTensor& w) {
+    invalid(std::string(fn) + ": weight must have " + count + " dimensions " + weight_dims + ", got shape " +
+            sizes_str(w.view, w.ndim));
+}
+
+// The number of spatial dimensions of a weight tensor (rank 3 to 5) or of a weight_size.
+int weight_nsp(const char* fn, const ArgTensor& w, const char* weight_dims) {
+    const int nsp = w.ndim - 2;
+    if (nsp < 1 || nsp > 3) bad_weight_rank(fn, "3 to 5", weight_dims, w);
+    return nsp;
+}
+int weight_size_nsp(const char* fn, const convkit::Dims& wsz, const char* weight_dims) {
+    const int nsp = wsz.rank() - 2;
+    if (nsp < 1 || nsp > 3)
+        invalid(std::string(fn) + ": weight_size " + wsz.str() + " must have 3 to 5 values " + weight_dims);
+    return nsp;
+}
+
+template <class K>
+py::object forward_impl(int nsp, const char* fn, py::handle input, py::handle weight, py::handle bias,
+                        const Geometry& geo, py::handle post_ops, py::handle out, py::handle engine,
+                        py::handle deterministic, py::handle stream) {
     CallStream cs;
     cs.user = stream;
     cs.first = input;
@@ -208,6 +310,7 @@ py::object forward(int nsp, const char* fn, py::handle input, py::handle weight,
     const PackedObj* pk = nullptr;
     convkit::Dims wsizes;
     if (g_packed_type && Py_TYPE(weight.ptr()) == g_packed_type) {
+        K::check_packed(fn, nsp);
         pk = py::cast<const PackedObj*>(weight);
         wsizes = pk->packed.sizes();
         if (pk->packed.dtype() != x.view.dtype)
@@ -218,10 +321,7 @@ py::object forward(int nsp, const char* fn, py::handle input, py::handle weight,
                     x.view.device.str());
     } else {
         import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
-        if (w.ndim != nsp + 2)
-            invalid(std::string(fn) + ": weight must have " + std::to_string(nsp + 2) +
-                    " dimensions (out_channels, in_channels / groups, kernel...), got shape " +
-                    sizes_str(w.view, w.ndim));
+        if (w.ndim != nsp + 2) bad_weight_rank(fn, std::to_string(nsp + 2), K::weight_dims, w);
         agree(fn, "weight", w.view, "input", x.view);
         wsizes = w.view.sizes;
     }
@@ -232,8 +332,8 @@ py::object forward(int nsp, const char* fn, py::handle input, py::handle weight,
             invalid(std::string(fn) + ": bias must have 1 dimension (out_channels), got shape " + sizes_str(b.view, b.ndim));
         agree(fn, "bias", b.view, "input", x.view);
     }
-    convkit::ConvParams prm;
-    parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, wsizes);
+    typename K::Params prm;
+    K::parse(prm, fn, nsp, geo, wsizes);
     convkit::PostOps ops;
     Operands operands;
     parse_post_ops(ops, operands, post_ops, fn, cs);
@@ -248,54 +348,47 @@ py::object forward(int nsp, const char* fn, py::handle input, py::handle weight,
     check_sum_has_out(ops, o.given, fn);
 
     const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
-    const convkit::Dims osz = forward_shape(src.sizes, wsizes, prm);
+    const convkit::Dims osz = K::output_shape(src.sizes, wsizes, prm);
     o.prepare(fn, "out", osz, unbatched, src.dtype, format_of(src), src.device);
     const convkit::Stream& s = call_stream(cs, src, fn);
     convkit::Event ev;
     {
         py::gil_scoped_release nogil;
-        if (pk)
-            ev = convkit::convolution_forward(o.view, src, pk->packed, b.view, prm, ops, s, no_deps(), opt);
-        else
-            ev = convkit::convolution_forward(o.view, src, w.view, b.view, prm, ops, s, no_deps(), opt);
+        ev = K::forward(o.view, src, pk, w.view, b.view, prm, ops, s, opt);
     }
     return o.result(out, unbatched, cs, ev);
 }
 
-py::object backward_data(py::handle grad_output, py::handle weight, py::handle input_size, py::handle stride,
-                         py::handle padding, py::handle dilation, py::handle groups, py::handle padding_l,
-                         py::handle padding_r, py::handle out, py::handle engine, py::handle deterministic,
-                         py::handle stream) {
-    const char* fn = "conv_backward_data";
+template <class K>
+py::object backward_data_impl(const char* fn, py::handle grad_output, py::handle weight, py::handle input_size,
+                              const Geometry& geo, py::handle out, py::handle engine, py::handle deterministic,
+                              py::handle stream) {
     CallStream cs;
     cs.user = stream;
     cs.first = grad_output;
     ArgTensor gy, w;
     import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
     import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
-    const int nsp = w.ndim - 2;
-    if (nsp < 1 || nsp > 3)
-        invalid(std::string(fn) + ": weight must have 3 to 5 dimensions (out_channels, in_channels / groups, "
-                "kernel...), got shape " + sizes_str(w.view, w.ndim));
+    const int nsp = weight_nsp(fn, w, K::weight_dims);
     if (gy.ndim != nsp + 1 && gy.ndim != nsp + 2)
         invalid(std::string(fn) + ": grad_output has shape " + sizes_str(gy.view, gy.ndim) + " but weight " +
                 w.view.sizes.str() + " needs a " + std::to_string(nsp + 2) + "D (batched) or " +
                 std::to_string(nsp + 1) + "D (unbatched) grad_output");
     const bool unbatched = gy.ndim == nsp + 1;
     agree(fn, "weight", w.view, "grad_output", gy.view);
-    convkit::Dims isz = parse_shape(input_size, fn, "input_size");
-    if (isz.rank() != gy.ndim)
-        invalid(std::string(fn) + ": input_size " + isz.str() + " must have " + std::to_string(gy.ndim) +
+    const convkit::Dims given = parse_shape(input_size, fn, "input_size");
+    if (given.rank() != gy.ndim)
+        invalid(std::string(fn) + ": input_size " + given.str() + " must have " + std::to_string(gy.ndim) +
                 " values, as grad_output " + gy.view.sizes.str() + " has");
-    if (unbatched) {
-        convkit::Dims b{1};
-        for (int64_t v : isz) b.push_back(v);
-        isz = b;
+    // The rank matches grad_output's, so batched_shape can only fail on a negative size.
+    convkit::Dims isz = given;
+    if (K::negative_input_size_batched && unbatched) {
+        isz = convkit::Dims{1};
+        for (int64_t v : given) isz.push_back(v);
     }
-    for (int64_t v : isz)
-        if (v < 0) invalid(std::string(fn) + ": input_size " + isz.str() + " has a negative size");
-    convkit::ConvParams prm;
-    parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, w.view.sizes);
+    isz = batched_shape(isz, nsp, fn, "input_size", "this weight");
+    typename K::Params prm;
+    K::parse(prm, fn, nsp, geo, w.view.sizes);
     const convkit::ConvOptions opt = parse_options(engine, deterministic);
     Output o;
     o.import(out, fn, "out", cs);
@@ -308,16 +401,15 @@ py::object backward_data(py::handle grad_output, py::handle weight, py::handle i
     convkit::Event ev;
     {
         py::gil_scoped_release nogil;
-        ev = convkit::convolution_backward_data(o.view, dy, w.view, prm, s, no_deps(), opt);
+        ev = K::backward_data(o.view, dy, w.view, prm, s, opt);
     }
     return o.result(out, unbatched, cs, ev);
 }
 
-py::object backward_weights(py::handle grad_output, py::handle input, py::handle weight_size, py::handle stride,
-                            py::handle padding, py::handle dilation, py::handle groups, py::handle bias,
-                            py::handle padding_l, py::handle padding_r, py::handle out, py::handle bias_out,
-                            py::handle engine, py::handle deterministic, py::handle stream) {
-    const char* fn = "conv_backward_weights";
+template <class K>
+py::object backward_weights_impl(const char* fn, py::handle grad_output, py::handle input, py::handle weight_size,
+                                 const Geometry& geo, py::handle bias, py::handle out, py::handle bias_out,
+                                 py::handle engine, py::handle deterministic, py::handle stream) {
     CallStream cs;
     cs.user = stream;
     cs.first = grad_output;
@@ -325,10 +417,7 @@ py::object backward_weights(py::handle grad_output, py::handle input, py::handle
     import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
     import_tensor(x, input, fn, "input", ImportOptions{}, &cs);
     const convkit::Dims wsz = parse_shape(weight_size, fn, "weight_size");
-    const int nsp = wsz.rank() - 2;
-    if (nsp < 1 || nsp > 3)
-        invalid(std::string(fn) + ": weight_size " + wsz.str() + " must have 3 to 5 values (out_channels, "
-                "in_channels / groups, kernel...)");
+    const int nsp = weight_size_nsp(fn, wsz, K::weight_dims);
     if (x.ndim != nsp + 1 && x.ndim != nsp + 2)
         invalid(std::string(fn) + ": input has shape " + sizes_str(x.view, x.ndim) + " but weight_size " + wsz.str() +
                 " needs a " + std::to_string(nsp + 2) + "D (batched) or " + std::to_string(nsp + 1) +
@@ -340,8 +429,8 @@ py::object backward_weights(py::handle grad_output, py::handle input, py::handle
     for (int64_t v : wsz)
         if (v < 0) invalid(std::string(fn) + ": weight_size " + wsz.str() + " has a negative size");
     agree(fn, "input", x.view, "grad_output", gy.view);
-    convkit::ConvParams prm;
-    parse_geometry(prm, fn, nsp, stride, padding, dilation, groups, padding_l, padding_r, wsz);
+    typename K::Params prm;
+    K::parse(prm, fn, nsp, geo, wsz);
     const convkit::ConvOptions opt = parse_options(engine, deterministic);
     const bool with_bias = parse_optional_bool(bias).value_or(false) || !is_none(bias_out);
     Output ow, ob;
@@ -356,17 +445,73 @@ py::object backward_weights(py::handle grad_output, py::handle input, py::handle
     const convkit::TensorView dy = unbatched ? add_batch(gy.view) : gy.view;
     const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
     ow.prepare(fn, "out", wsz, false, dy.dtype, format_of(src), dy.device);
-    if (with_bias) ob.prepare(fn, "bias_out", convkit::Dims{wsz[0]}, false, dy.dtype, convkit::Layout::channels_first, dy.device);
+    if (with_bias)
+        ob.prepare(fn, "bias_out", convkit::Dims{K::bias_channels(wsz, prm)}, false, dy.dtype,
+                   convkit::Layout::channels_first, dy.device);
     const convkit::Stream& s = call_stream(cs, dy, fn);
     convkit::Event ev;
     {
         py::gil_scoped_release nogil;
-        ev = convkit::convolution_backward_weights(ow.view, with_bias ? ob.view : convkit::TensorView(), dy, src, prm, s,
-                                                   no_deps(), opt);
+        ev = K::backward_weights(ow.view, with_bias ? ob.view : convkit::TensorView(), dy, src, prm, s, opt);
     }
     py::object gw = ow.result(out, false, cs, ev);
     py::object gb = with_bias ? ob.result(bias_out, false, cs, ev) : py::none();
     return py::make_tuple(gw, gb);
+}
+
+// The Python entry points: each kind's argument order (PyTorch's), onto the shared bodies.
+
+py::object forward(int nsp, const char* fn, py::handle input, py::handle weight, py::handle bias, py::handle stride,
+                   py::handle padding, py::handle dilation, py::handle groups, py::handle padding_l,
+                   py::handle padding_r, py::handle post_ops, py::handle out, py::handle engine,
+                   py::handle deterministic, py::handle stream) {
+    const Geometry geo{stride, padding, dilation, groups, py::none(), padding_l, padding_r};
+    return forward_impl<Conv>(nsp, fn, input, weight, bias, geo, post_ops, out, engine, deterministic, stream);
+}
+
+py::object backward_data(py::handle grad_output, py::handle weight, py::handle input_size, py::handle stride,
+                         py::handle padding, py::handle dilation, py::handle groups, py::handle padding_l,
+                         py::handle padding_r, py::handle out, py::handle engine, py::handle deterministic,
+                         py::handle stream) {
+    const Geometry geo{stride, padding, dilation, groups, py::none(), padding_l, padding_r};
+    return backward_data_impl<Conv>("conv_backward_data", grad_output, weight, input_size, geo, out, engine,
+                                    deterministic, stream);
+}
+
+py::object backward_weights(py::handle grad_output, py::handle input, py::handle weight_size, py::handle stride,
+                            py::handle padding, py::handle dilation, py::handle groups, py::handle bias,
+                            py::handle padding_l, py::handle padding_r, py::handle out, py::handle bias_out,
+                            py::handle engine, py::handle deterministic, py::handle stream) {
+    const Geometry geo{stride, padding, dilation, groups, py::none(), padding_l, padding_r};
+    return backward_weights_impl<Conv>("conv_backward_weights", grad_output, input, weight_size, geo, bias, out,
+                                       bias_out, engine, deterministic, stream);
+}
+
+py::object transpose_forward(int nsp, const char* fn, py::handle input, py::handle weight, py::handle bias,
+                             py::handle stride, py::handle padding, py::handle output_padding, py::handle groups,
+                             py::handle dilation, py::handle padding_l, py::handle padding_r, py::handle post_ops,
+                             py::handle out, py::handle engine, py::handle deterministic, py::handle stream) {
+    const Geometry geo{stride, padding, dilation, groups, output_padding, padding_l, padding_r};
+    return forward_impl<Transposed>(nsp, fn, input, weight, bias, geo, post_ops, out, engine, deterministic, stream);
+}
+
+py::object transpose_backward_data(py::handle grad_output, py::handle weight, py::handle input_size,
+                                   py::handle stride, py::handle padding, py::handle output_padding,
+                                   py::handle groups, py::handle dilation, py::handle padding_l, py::handle padding_r,
+                                   py::handle out, py::handle engine, py::handle deterministic, py::handle stream) {
+    const Geometry geo{stride, padding, dilation, groups, output_padding, padding_l, padding_r};
+    return backward_data_impl<Transposed>("conv_transpose_backward_data", grad_output, weight, input_size, geo, out,
+                                          engine, deterministic, stream);
+}
+
+py::object transpose_backward_weights(py::handle grad_output, py::handle input, py::handle weight_size,
+                                      py::handle stride, py::handle padding, py::handle output_padding,
+                                      py::handle groups, py::handle dilation, py::handle bias, py::handle padding_l,
+                                      py::handle padding_r, py::handle out, py::handle bias_out, py::handle engine,
+                                      py::handle deterministic, py::handle stream) {
+    const Geometry geo{stride, padding, dilation, groups, output_padding, padding_l, padding_r};
+    return backward_weights_impl<Transposed>("conv_transpose_backward_weights", grad_output, input, weight_size, geo,
+                                             bias, out, bias_out, engine, deterministic, stream);
 }
 
 PackedObj prepack(py::handle weight, py::handle input_size, py::handle stride, py::handle padding,
@@ -376,10 +521,7 @@ PackedObj prepack(py::handle weight, py::handle input_size, py::handle stride, p
     cs.first = weight;
     ArgTensor w;
     import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
-    const int nsp = w.ndim - 2;
-    if (nsp < 1 || nsp > 3)
-        invalid(std::string(fn) + ": weight must have 3 to 5 dimensions (out_channels, in_channels / groups, "
-                "kernel...), got shape " + sizes_str(w.view, w.ndim));
+    const int nsp = weight_nsp(fn, w, Conv::weight_dims);
     // input_size: a shape (the input's memory format is then taken to be the weight's) or a sample
     // tensor (its sizes and memory format; its data is not read).
     convkit::Dims isz;
@@ -421,179 +563,12 @@ PackedObj prepack(py::handle weight, py::handle input_size, py::handle stride, p
     return p;
 }
 
-// ---- Transposed convolution ----------------------------------------------------------------
-
-py::object transpose_forward(int nsp, const char* fn, py::handle input, py::handle weight, py::handle bias,
-                             py::handle stride, py::handle padding, py::handle output_padding, py::handle groups,
-                             py::handle dilation, py::handle padding_l, py::handle padding_r, py::handle post_ops,
-                             py::handle out, py::handle engine, py::handle deterministic, py::handle stream) {
-    CallStream cs;
-    cs.user = stream;
-    cs.first = input;
-    ArgTensor x;
-    import_tensor(x, input, fn, "input", ImportOptions{}, &cs);
-    if (x.ndim != nsp + 1 && x.ndim != nsp + 2)
-        invalid("Expected " + std::to_string(nsp + 1) + "D (unbatched) or " + std::to_string(nsp + 2) +
-                "D (batched) input to " + fn + ", but got input of size: " + sizes_str(x.view, x.ndim));
-    const bool unbatched = x.ndim == nsp + 1;
-    // Packed weights are laid out for a convolution's forward kernels; a transposed convolution
-    // runs a backward-data kernel, which reads another layout.
-    if (g_packed_type && Py_TYPE(weight.ptr()) == g_packed_type)
-        throw py::type_error(std::string(fn) + ": weight is a PackedWeights (packed for conv" + std::to_string(nsp) +
-                             "d's forward); a transposed convolution takes the weight tensor itself");
-    ArgTensor w;
-    import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
-    if (w.ndim != nsp + 2)
-        invalid(std::string(fn) + ": weight must have " + std::to_string(nsp + 2) + kTransposedWeight +
-                sizes_str(w.view, w.ndim));
-    agree(fn, "weight", w.view, "input", x.view);
-    ArgTensor b;
-    if (!is_none(bias)) {
-        import_tensor(b, bias, fn, "bias", ImportOptions{}, &cs);
-        if (b.ndim != 1)
-            invalid(std::string(fn) + ": bias must have 1 dimension (out_channels), got shape " + sizes_str(b.view, b.ndim));
-        agree(fn, "bias", b.view, "input", x.view);
-    }
-    convkit::ConvTransposeParams prm;
-    parse_transpose_geometry(prm, fn, nsp, stride, padding, output_padding, groups, dilation, padding_l, padding_r);
-    convkit::PostOps ops;
-    Operands operands;
-    parse_post_ops(ops, operands, post_ops, fn, cs);
-    broadcast_operands(ops, nsp + 2);
-    agree_operands(ops, fn, x.view);
-    const convkit::ConvOptions opt = parse_options(engine, deterministic);
-
-    Output o;
-    o.import(out, fn, "out", cs);
-    if (o.given) agree(fn, "out", o.arg.view, "input", x.view);
-    no_stream_on_cpu(fn, stream, x.view);
-    check_sum_has_out(ops, o.given, fn);
-
-    const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
-    const convkit::Dims osz = transpose_shape(src.sizes, w.view.sizes, prm, "conv_transpose_forward");
-    o.prepare(fn, "out", osz, unbatched, src.dtype, format_of(src), src.device);
-    const convkit::Stream& s = call_stream(cs, src, fn);
-    convkit::Event ev;
-    {
-        py::gil_scoped_release nogil;
-        ev = convkit::conv_transpose_forward(o.view, src, w.view, b.view, prm, ops, s, no_deps(), opt);
-    }
-    return o.result(out, unbatched, cs, ev);
-}
-
-py::object transpose_backward_data(py::handle grad_output, py::handle weight, py::handle input_size,
-                                   py::handle stride, py::handle padding, py::handle output_padding,
-                                   py::handle groups, py::handle dilation, py::handle padding_l, py::handle padding_r,
-                                   py::handle out, py::handle engine, py::handle deterministic, py::handle stream) {
-    const char* fn = "conv_transpose_backward_data";
-    CallStream cs;
-    cs.user = stream;
-    cs.first = grad_output;
-    ArgTensor gy, w;
-    import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
-    import_tensor(w, weight, fn, "weight", ImportOptions{}, &cs);
-    const int nsp = w.ndim - 2;
-    if (nsp < 1 || nsp > 3)
-        invalid(std::string(fn) + ": weight must have 3 to 5" + kTransposedWeight + sizes_str(w.view, w.ndim));
-    if (gy.ndim != nsp + 1 && gy.ndim != nsp + 2)
-        invalid(std::string(fn) + ": grad_output has shape " + sizes_str(gy.view, gy.ndim) + " but weight " +
-                w.view.sizes.str() + " needs a " + std::to_string(nsp + 2) + "D (batched) or " +
-                std::to_string(nsp + 1) + "D (unbatched) grad_output");
-    const bool unbatched = gy.ndim == nsp + 1;
-    agree(fn, "weight", w.view, "grad_output", gy.view);
-    convkit::Dims isz = parse_shape(input_size, fn, "input_size");
-    if (isz.rank() != gy.ndim)
-        invalid(std::string(fn) + ": input_size " + isz.str() + " must have " + std::to_string(gy.ndim) +
-                " values, as grad_output " + gy.view.sizes.str() + " has");
-    isz = batched_shape(isz, nsp, fn, "input_size", "this weight");
-    convkit::ConvTransposeParams prm;
-    parse_transpose_geometry(prm, fn, nsp, stride, padding, output_padding, groups, dilation, padding_l, padding_r);
-    const convkit::ConvOptions opt = parse_options(engine, deterministic);
-    Output o;
-    o.import(out, fn, "out", cs);
-    if (o.given) agree(fn, "out", o.arg.view, "grad_output", gy.view);
-    no_stream_on_cpu(fn, stream, gy.view);
-
-    const convkit::TensorView dy = unbatched ? add_batch(gy.view) : gy.view;
-    o.prepare(fn, "out", isz, unbatched, dy.dtype, format_of(dy), dy.device);
-    const convkit::Stream& s = call_stream(cs, dy, fn);
-    convkit::Event ev;
-    {
-        py::gil_scoped_release nogil;
-        ev = convkit::conv_transpose_backward_data(o.view, dy, w.view, prm, s, no_deps(), opt);
-    }
-    return o.result(out, unbatched, cs, ev);
-}
-
-py::object transpose_backward_weights(py::handle grad_output, py::handle input, py::handle weight_size,
-                                      py::handle stride, py::handle padding, py::handle output_padding,
-                                      py::handle groups, py::handle dilation, py::handle bias, py::handle padding_l,
-                                      py::handle padding_r, py::handle out, py::handle bias_out, py::handle engine,
-                                      py::handle deterministic, py::handle stream) {
-    const char* fn = "conv_transpose_backward_weights";
-    CallStream cs;
-    cs.user = stream;
-    cs.first = grad_output;
-    ArgTensor gy, x;
-    import_tensor(gy, grad_output, fn, "grad_output", ImportOptions{}, &cs);
-    import_tensor(x, input, fn, "input", ImportOptions{}, &cs);
-    const convkit::Dims wsz = parse_shape(weight_size, fn, "weight_size");
-    const int nsp = wsz.rank() - 2;
-    if (nsp < 1 || nsp > 3)
-        invalid(std::string(fn) + ": weight_size " + wsz.str() + " must have 3 to 5 values (in_channels, "
-                "out_channels / groups, kernel...)");
-    if (x.ndim != nsp + 1 && x.ndim != nsp + 2)
-        invalid(std::string(fn) + ": input has shape " + sizes_str(x.view, x.ndim) + " but weight_size " + wsz.str() +
-                " needs a " + std::to_string(nsp + 2) + "D (batched) or " + std::to_string(nsp + 1) +
-                "D (unbatched) input");
-    const bool unbatched = x.ndim == nsp + 1;
-    if (gy.ndim != x.ndim)
-        invalid(std::string(fn) + ": grad_output has shape " + sizes_str(gy.view, gy.ndim) + " but input has shape " +
-                sizes_str(x.view, x.ndim) + " (both batched or both unbatched)");
-    for (int64_t v : wsz)
-        if (v < 0) invalid(std::string(fn) + ": weight_size " + wsz.str() + " has a negative size");
-    agree(fn, "input", x.view, "grad_output", gy.view);
-    convkit::ConvTransposeParams prm;
-    parse_transpose_geometry(prm, fn, nsp, stride, padding, output_padding, groups, dilation, padding_l, padding_r);
-    const convkit::ConvOptions opt = parse_options(engine, deterministic);
-    const bool with_bias = parse_optional_bool(bias).value_or(false) || !is_none(bias_out);
-    Output ow, ob;
-    ow.import(out, fn, "out", cs);
-    if (ow.given) agree(fn, "out", ow.arg.view, "grad_output", gy.view);
-    if (with_bias) {
-        ob.import(bias_out, fn, "bias_out", cs);
-        if (ob.given) agree(fn, "bias_out", ob.arg.view, "grad_output", gy.view);
-    }
-    no_stream_on_cpu(fn, stream, gy.view);
-
-    const convkit::TensorView dy = unbatched ? add_batch(gy.view) : gy.view;
-    const convkit::TensorView src = unbatched ? add_batch(x.view) : x.view;
-    ow.prepare(fn, "out", wsz, false, dy.dtype, format_of(src), dy.device);
-    // The transposed weight is [IC, OC / groups, k...]: the bias has OC = weight_size[1] * groups.
-    if (with_bias)
-        ob.prepare(fn, "bias_out", convkit::Dims{wsz[1] * prm.groups}, false, dy.dtype, convkit::Layout::channels_first,
-                   dy.device);
-    const convkit::Stream& s = call_stream(cs, dy, fn);
-    convkit::Event ev;
-    {
-        py::gil_scoped_release nogil;
-        ev = convkit::conv_transpose_backward_weights(ow.view, with_bias ? ob.view : convkit::TensorView(), dy, src,
-                                                      prm, s, no_deps(), opt);
-    }
-    py::object gw = ow.result(out, false, cs, ev);
-    py::object gb = with_bias ? ob.result(bias_out, false, cs, ev) : py::none();
-    return py::make_tuple(gw, gb);
-}
-
 py::tuple transpose_output_shape(py::handle input_size, py::handle weight_size, py::handle stride, py::handle padding,
                                  py::handle output_padding, py::handle groups, py::handle dilation,
                                  py::handle padding_l, py::handle padding_r) {
     const char* fn = "conv_transpose_output_shape";
     const convkit::Dims wsz = parse_shape(weight_size, fn, "weight_size");
-    const int nsp = wsz.rank() - 2;
-    if (nsp < 1 || nsp > 3)
-        invalid(std::string(fn) + ": weight_size " + wsz.str() + " must have 3 to 5 values (in_channels, "
-                "out_channels / groups, kernel...)");
+    const int nsp = weight_size_nsp(fn, wsz, Transposed::weight_dims);
     const convkit::Dims given = parse_shape(input_size, fn, "input_size");
     const convkit::Dims isz = batched_shape(given, nsp, fn, "input_size", ("weight_size " + wsz.str()).c_str());
     convkit::ConvTransposeParams prm;
