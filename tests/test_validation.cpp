@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <vector>
 
 #include "convkit/convkit.hpp"
@@ -246,5 +247,37 @@ TEST(Validation, OutputShapeErrors) {
     expect_error([] { output_shape({1, 4, 5}, {2, 4}, ConvParams{}); }, ErrorKind::invalid_argument,
                  {"output_shape", "weights has rank 2"});
 }
+
+}  // namespace
+
+namespace {
+
+// Found by fuzzing (docs/robustness.md, F7): oneDNN refused a non-finite post-op parameter deep in
+// the call (a backend error); every engine now refuses it at validation, naming the value.
+TEST(Validation, NonFinitePostOpParameters) {
+    Fixture f;
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    for (const PostOps& ops : {PostOps().eltwise(EltwiseAlg::clip, -inf, 1.0), PostOps().eltwise(EltwiseAlg::relu, nan),
+                               PostOps().sum(inf)}) {
+        expect_error([&] { convolution_forward(f.dst, f.src, f.wei, f.bias, f.params, ops, {}, {}, kRef); },
+                     ErrorKind::invalid_argument, {"convolution_forward: post-op 0", "non-finite parameter"});
+        EXPECT_TRUE(f.dst_untouched());
+    }
+}
+
+#ifdef CONVKIT_WITH_CPU
+// Found by fuzzing (F8): a 1-tap kernel with a huge dilation is an ordinary convolution, which
+// oneDNN refused; the cpu engine now gives the reference's result.
+TEST(Validation, HugeDilationOfAOneTapKernelRuns) {
+    Tensor x(DType::f32, {1, 2, 4}), w(DType::f32, {3, 2, 1}), y(DType::f32, {1, 3, 4}), r(DType::f32, {1, 3, 4});
+    for (int64_t i = 0; i < x.numel(); ++i) x.ptr<float>()[i] = static_cast<float>(i) - 3.5f;
+    for (int64_t i = 0; i < w.numel(); ++i) w.ptr<float>()[i] = 0.25f * static_cast<float>(i + 1);
+    ConvParams p;
+    p.dilation = {int64_t(1) << 40};
+    convolution_forward(y, x, w, TensorView(), p, {}, {}, {}, {Engine::cpu, {}}).wait();
+    convolution_forward(r, x, w, TensorView(), p, {}, {}, {}, kRef).wait();
+    for (int64_t i = 0; i < y.numel(); ++i) EXPECT_EQ(y.ptr<float>()[i], r.ptr<float>()[i]) << i;
+}
+#endif
 
 }  // namespace

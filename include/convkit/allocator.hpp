@@ -9,7 +9,7 @@
 
 namespace convkit {
 
-class Allocator {
+class CONVKIT_API Allocator {
 public:
     virtual ~Allocator() = default;
     // `stream` is the native stream the memory will be used on (cudaStream_t or nullptr).
@@ -18,7 +18,7 @@ public:
     virtual void deallocate(void* ptr, std::size_t bytes, Device device, void* stream) = 0;
 };
 
-void set_allocator(DeviceType type, std::shared_ptr<Allocator> allocator);  // nullptr = default
-std::shared_ptr<Allocator> get_allocator(DeviceType type);
+CONVKIT_API void set_allocator(DeviceType type, std::shared_ptr<Allocator> allocator);  // nullptr = default
+CONVKIT_API std::shared_ptr<Allocator> get_allocator(DeviceType type);
 
 }  // namespace convkit

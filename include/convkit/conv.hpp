@@ -34,15 +34,15 @@ struct ConvParams {
 // dst sizes of a forward convolution:
 // [src N, weights OC, (in + pad_l + pad_r - (dil * (k - 1) + 1)) / stride + 1 ...] (floor).
 // Validates the arguments as the convolution itself would.
-Dims output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvParams& params);
+CONVKIT_API Dims output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvParams& params);
 
 enum class Engine { automatic, ref, cpu, cuda };
-const char* to_string(Engine e);
-Engine engine_from_string(const std::string& name);  // "auto", "ref", "cpu", "cuda"
+CONVKIT_API const char* to_string(Engine e);
+CONVKIT_API Engine engine_from_string(const std::string& name);  // "auto", "ref", "cpu", "cuda"
 // Engines compiled into this build and able to run here (cuda needs a visible device).
-std::vector<Engine> available_engines();
+CONVKIT_API std::vector<Engine> available_engines();
 // The engine `automatic` picks for a device: cpu (oneDNN) if built, else ref; cuda for GPUs.
-Engine best_engine(Device device);
+CONVKIT_API Engine best_engine(Device device);
 
 struct ConvOptions {
     Engine engine = Engine::automatic;
@@ -50,22 +50,22 @@ struct ConvOptions {
     std::optional<bool> deterministic;
 };
 
-Event convolution_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
-                          const TensorView& bias, const ConvParams& params,
-                          const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
-                          const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+CONVKIT_API Event convolution_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
+                                      const TensorView& bias, const ConvParams& params,
+                                      const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
+                                      const std::vector<Event>& deps = {}, const ConvOptions& options = {});
 
-Event convolution_backward_data(const TensorView& diff_src, const TensorView& diff_dst,
-                                const TensorView& weights, const ConvParams& params,
-                                const Stream& stream = Stream(), const std::vector<Event>& deps = {},
-                                const ConvOptions& options = {});
+CONVKIT_API Event convolution_backward_data(const TensorView& diff_src, const TensorView& diff_dst,
+                                            const TensorView& weights, const ConvParams& params,
+                                            const Stream& stream = Stream(), const std::vector<Event>& deps = {},
+                                            const ConvOptions& options = {});
 
 // diff_bias may be an undefined TensorView (no bias gradient).
-Event convolution_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
-                                   const TensorView& diff_dst, const TensorView& src,
-                                   const ConvParams& params, const Stream& stream = Stream(),
-                                   const std::vector<Event>& deps = {},
-                                   const ConvOptions& options = {});
+CONVKIT_API Event convolution_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
+                                               const TensorView& diff_dst, const TensorView& src,
+                                               const ConvParams& params, const Stream& stream = Stream(),
+                                               const std::vector<Event>& deps = {},
+                                               const ConvOptions& options = {});
 
 // ---- Transposed convolution (PyTorch's conv_transpose1d/2d/3d, ONNX ConvTranspose, oneDNN's
 // deconvolution) ----
@@ -91,33 +91,33 @@ struct ConvTransposeParams {
 
 // dst sizes [src N, weights[1] * groups, out...] of a transposed convolution (formula above).
 // Validates the arguments as the transposed convolution itself would.
-Dims conv_transpose_output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvTransposeParams& params);
+CONVKIT_API Dims conv_transpose_output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvTransposeParams& params);
 
 // dst = post_ops(conv_transpose(src, weights) + bias). bias: [OC] or undefined. The post-ops are
 // those of convolution_forward; a binary operand broadcasts to dst, and `sum` adds dst's old
 // contents.
-Event conv_transpose_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
-                             const TensorView& bias, const ConvTransposeParams& params,
-                             const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
-                             const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+CONVKIT_API Event conv_transpose_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
+                                         const TensorView& bias, const ConvTransposeParams& params,
+                                         const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
+                                         const std::vector<Event>& deps = {}, const ConvOptions& options = {});
 
 // diff_src [N, IC, in...] from diff_dst [N, OC, out...]: a forward convolution with the weights.
-Event conv_transpose_backward_data(const TensorView& diff_src, const TensorView& diff_dst,
-                                   const TensorView& weights, const ConvTransposeParams& params,
-                                   const Stream& stream = Stream(), const std::vector<Event>& deps = {},
-                                   const ConvOptions& options = {});
+CONVKIT_API Event conv_transpose_backward_data(const TensorView& diff_src, const TensorView& diff_dst,
+                                               const TensorView& weights, const ConvTransposeParams& params,
+                                               const Stream& stream = Stream(), const std::vector<Event>& deps = {},
+                                               const ConvOptions& options = {});
 
 // diff_weights [IC, OC/groups, k...] and, if defined, diff_bias [OC] (channel sums of diff_dst).
-Event conv_transpose_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
-                                      const TensorView& diff_dst, const TensorView& src,
-                                      const ConvTransposeParams& params, const Stream& stream = Stream(),
-                                      const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+CONVKIT_API Event conv_transpose_backward_weights(const TensorView& diff_weights, const TensorView& diff_bias,
+                                                  const TensorView& diff_dst, const TensorView& src,
+                                                  const ConvTransposeParams& params, const Stream& stream = Stream(),
+                                                  const std::vector<Event>& deps = {}, const ConvOptions& options = {});
 
 // Weights reordered once, ahead of time, into the layout an engine's forward kernels read
 // (oneDNN's blocked layouts on CPU), for inference where weights do not change. Use it in place of
 // the weights tensor in convolution_forward. A call whose problem differs from the one packed for
 // (another batch size, say) still gives the right answer, at the cost of a reorder.
-class PackedWeights {
+class CONVKIT_API PackedWeights {
 public:
     struct Impl;
     PackedWeights() = default;
@@ -133,13 +133,13 @@ private:
 };
 
 // `src` only lends its sizes, dtype, layout and device (its data is not read and may be null).
-PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, const ConvParams& params,
-                              const PostOps& post_ops = PostOps(), const ConvOptions& options = {});
+CONVKIT_API PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, const ConvParams& params,
+                                          const PostOps& post_ops = PostOps(), const ConvOptions& options = {});
 
-Event convolution_forward(const TensorView& dst, const TensorView& src, const PackedWeights& weights,
-                          const TensorView& bias, const ConvParams& params,
-                          const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
-                          const std::vector<Event>& deps = {}, const ConvOptions& options = {});
+CONVKIT_API Event convolution_forward(const TensorView& dst, const TensorView& src, const PackedWeights& weights,
+                                      const TensorView& bias, const ConvParams& params,
+                                      const PostOps& post_ops = PostOps(), const Stream& stream = Stream(),
+                                      const std::vector<Event>& deps = {}, const ConvOptions& options = {});
 
 // Global switches.
 // GPU engine choice: with autotune on, the first call of a new problem times the candidate cuDNN
@@ -147,30 +147,30 @@ Event convolution_forward(const TensorView& dst, const TensorView& src, const Pa
 // CONVKIT_CUDA_AUTOTUNE=1). Tuned choices persist in the tune file (default from
 // CONVKIT_CUDA_TUNE_FILE; "" = none), keyed by cuDNN version, GPU and problem, so a new process
 // does not tune again. No effect in builds without the CUDA engine.
-void set_autotune(bool on);
-bool autotune();
-void set_tune_file(const std::string& path);
+CONVKIT_API void set_autotune(bool on);
+CONVKIT_API bool autotune();
+CONVKIT_API void set_tune_file(const std::string& path);
 
 // Threads used by CPU engines (OpenMP); the default honours OMP_NUM_THREADS.
-void set_num_threads(int n);
-int num_threads();
-void set_deterministic(bool on);   // default off
-bool deterministic();
+CONVKIT_API void set_num_threads(int n);
+CONVKIT_API int num_threads();
+CONVKIT_API void set_deterministic(bool on);   // default off
+CONVKIT_API bool deterministic();
 // TF32 tensor-core math for f32 convolutions on GPUs; on by default, as PyTorch's
 // torch.backends.cudnn.allow_tf32.
-void set_allow_tf32(bool on);
-bool allow_tf32();
+CONVKIT_API void set_allow_tf32(bool on);
+CONVKIT_API bool allow_tf32();
 
 // Plan-cache counters of one engine (all zeros for an engine that keeps no cache).
 struct CacheStats {
     uint64_t hits = 0, misses = 0, evictions = 0, size = 0, capacity = 0;
 };
-CacheStats cache_stats(Engine engine);
-void clear_cache(Engine engine);
+CONVKIT_API CacheStats cache_stats(Engine engine);
+CONVKIT_API void clear_cache(Engine engine);
 
 // One line on what an engine runs on, for tables and logs: for cpu, oneDNN's version, the
 // instruction set it dispatches to (after ONEDNN_MAX_CPU_ISA), the threads and how bf16/f16 run.
 // "" for an engine that is not compiled in.
-std::string engine_info(Engine engine);
+CONVKIT_API std::string engine_info(Engine engine);
 
 }  // namespace convkit

@@ -2,6 +2,7 @@
 // (bad input vs. missing feature vs. memory vs. a backend failure); the message names the
 // argument and the values so a user can act on it without reading the source.
 #pragma once
+#include "convkit/export.hpp"
 #include <stdexcept>
 #include <string>
 
@@ -19,7 +20,7 @@ inline const char* to_string(ErrorKind k) {
     return "unknown";
 }
 
-class Error : public std::runtime_error {
+class CONVKIT_API Error : public std::runtime_error {
 public:
     Error(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
     ErrorKind kind() const noexcept { return kind_; }

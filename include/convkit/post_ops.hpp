@@ -25,10 +25,10 @@ enum class EltwiseAlg {
 };
 enum class BinaryAlg { add, mul, sub, div, max, min };
 
-const char* to_string(EltwiseAlg a);
-const char* to_string(BinaryAlg a);
+CONVKIT_API const char* to_string(EltwiseAlg a);
+CONVKIT_API const char* to_string(BinaryAlg a);
 
-struct PostOp {
+struct CONVKIT_API PostOp {
     enum class Kind { eltwise, sum, binary };
     Kind kind = Kind::eltwise;
     EltwiseAlg eltwise = EltwiseAlg::relu;
@@ -43,7 +43,7 @@ struct PostOp {
     std::string str() const;  // benchdnn spelling; a binary op prints as "add" (the operand is data)
 };
 
-class PostOps {
+class CONVKIT_API PostOps {
 public:
     static constexpr std::size_t max_ops = 16;
     PostOps() = default;
@@ -68,8 +68,8 @@ private:
 // Parses one benchdnn-spelled post-op ("relu:0.1", "sum:0.5", "add:ARG"). For a binary op the
 // text after the first ':' is returned in *binary_arg (the caller resolves it to a tensor: a file
 // name in the CLI, a broadcast kind in the benchmark) and the operand is left undefined.
-PostOp parse_post_op(const std::string& text, std::string* binary_arg = nullptr);
+CONVKIT_API PostOp parse_post_op(const std::string& text, std::string* binary_arg = nullptr);
 // '+'-separated chain of the above. Binary ops get their arguments in *binary_args, in order.
-PostOps parse_post_ops(const std::string& text, std::vector<std::string>* binary_args = nullptr);
+CONVKIT_API PostOps parse_post_ops(const std::string& text, std::vector<std::string>* binary_args = nullptr);
 
 }  // namespace convkit

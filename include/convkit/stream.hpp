@@ -15,7 +15,7 @@ class EventImpl;
 class StreamImpl;
 }  // namespace detail
 
-class Event {
+class CONVKIT_API Event {
 public:
     Event() = default;  // an event that is already complete
     explicit Event(std::shared_ptr<detail::EventImpl> impl) : impl_(std::move(impl)) {}
@@ -27,7 +27,7 @@ private:
     std::shared_ptr<detail::EventImpl> impl_;
 };
 
-class Stream {
+class CONVKIT_API Stream {
 public:
     Stream();  // the CPU stream; for CUDA tensors calls with this stream use their device's default convkit stream
     static Stream cpu();

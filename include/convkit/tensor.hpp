@@ -17,13 +17,13 @@
 namespace convkit {
 
 enum class DType { f32, f64, f16, bf16 };
-std::size_t dtype_size(DType dt);
-const char* to_string(DType dt);
-DType dtype_from_string(const std::string& name);  // "f32", "f64", "f16", "bf16"
+CONVKIT_API std::size_t dtype_size(DType dt);
+CONVKIT_API const char* to_string(DType dt);
+CONVKIT_API DType dtype_from_string(const std::string& name);  // "f32", "f64", "f16", "bf16"
 
 enum class DeviceType { cpu, cuda };
 
-struct Device {
+struct CONVKIT_API Device {
     DeviceType type = DeviceType::cpu;
     int index = 0;
     static Device cpu() { return {DeviceType::cpu, 0}; }
@@ -37,7 +37,7 @@ struct Device {
 
 // A small fixed-capacity list of sizes: convolution tensors have rank 3..5, and a value type
 // keeps the hot path free of heap allocation.
-class Dims {
+class CONVKIT_API Dims {
 public:
     static constexpr int max_rank = 5;
     Dims() = default;
@@ -64,12 +64,12 @@ private:
 // channels_last = dense N(D)(H)WC (PyTorch channels_last / channels_last_3d); for weights the same
 // words mean OI(D)(H)W and O(D)(H)WI. Anything else is `strided`.
 enum class Layout { channels_first, channels_last, strided };
-const char* to_string(Layout l);
+CONVKIT_API const char* to_string(Layout l);
 
 // Dense strides for `sizes` in the given layout (strided is not a valid argument).
-Dims dense_strides(const Dims& sizes, Layout layout);
+CONVKIT_API Dims dense_strides(const Dims& sizes, Layout layout);
 
-struct TensorView {
+struct CONVKIT_API TensorView {
     void* data = nullptr;
     DType dtype = DType::f32;
     Dims sizes;
@@ -95,7 +95,7 @@ struct TensorView {
 
 // Owning tensor. Memory comes from the allocator registered for its device and is returned
 // to it when the last copy of the Tensor goes away.
-class Tensor {
+class CONVKIT_API Tensor {
 public:
     Tensor() = default;
     Tensor(DType dtype, Dims sizes, Layout layout = Layout::channels_first,
@@ -117,12 +117,12 @@ private:
 
 // Copies elements between any two tensors of equal sizes: any layouts, any dtypes (converted
 // with round-to-nearest-even), host or device. Synchronous.
-void copy(const TensorView& dst, const TensorView& src);
+CONVKIT_API void copy(const TensorView& dst, const TensorView& src);
 
 // Scalar conversions used everywhere the library narrows or widens 16-bit floats.
-uint16_t f32_to_bf16(float v);   // round to nearest even, NaN stays NaN
-float bf16_to_f32(uint16_t v);
-uint16_t f32_to_f16(float v);    // round to nearest even, overflow to inf
-float f16_to_f32(uint16_t v);
+CONVKIT_API uint16_t f32_to_bf16(float v);   // round to nearest even, NaN stays NaN
+CONVKIT_API float bf16_to_f32(uint16_t v);
+CONVKIT_API uint16_t f32_to_f16(float v);    // round to nearest even, overflow to inf
+CONVKIT_API float f16_to_f32(uint16_t v);
 
 }  // namespace convkit

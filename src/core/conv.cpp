@@ -2,7 +2,11 @@
 // naming the tensor and the values), describe the call as a ConvProblem, pick the backend, hand
 // it dense tensors (copying strided ones through temporaries) and run it.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <new>
+#include <utility>
+#include <vector>
 
 #include "convkit/conv.hpp"
 #include "core/backend.hpp"
@@ -300,6 +304,12 @@ post_ops:
                 pd.beta = op.beta;
             }
             if (op.kind == PostOp::Kind::sum) pd.scale = op.scale;
+            // oneDNN refuses non-finite post-op parameters (a backend error deep in the call); they
+            // are refused here, for every engine alike, with the value.
+            for (double v : {pd.alpha, pd.beta, pd.scale})
+                if (!std::isfinite(v))
+                    fail(n, "post-op " + std::to_string(i) + " (" + op.str() + ") has a non-finite parameter " +
+                                std::to_string(v) + " (alpha, beta and scale must be finite)");
             if (op.kind == PostOp::Kind::binary) {
                 const std::string nm = "post-op " + std::to_string(i) + " (" + op.str() + ") operand";
                 const TensorView& t = op.operand;
@@ -357,11 +367,27 @@ Backend* pick(const ConvProblem& p, Engine requested, const char* fn) {
     throw Error(ErrorKind::unsupported, std::string(fn) + ": no engine supports " + p.str() + ":" + reasons);
 }
 
-void zero_fill(const TensorView& t) {
-    if (!t.defined() || t.numel() == 0) return;
-    Tensor z(t.dtype, t.sizes);
-    std::memset(z.data(), 0, z.nbytes());  // all-zero bits are +0 in every dtype
-    copy(t, z.view());
+// A host temporary for the core's own copies; the allocator's std::bad_alloc becomes
+// out_of_memory naming the call, as the backends' failures do.
+Tensor temporary(const char* fn, DType dt, const Dims& sizes, Device device) {
+    try {
+        return Tensor(dt, sizes, Layout::channels_first, device);
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorKind::out_of_memory, std::string(fn) + ": allocating a temporary of " + sizes.str() + " " +
+                                                  to_string(dt) + " on " + device.str() + " failed: out of host memory (std::bad_alloc)");
+    }
+}
+
+// Zeros for each defined, non-empty output, all allocated before any is written: a failed
+// allocation leaves every output as it was.
+void zero_fill(const char* fn, std::initializer_list<const TensorView*> outs) {
+    std::vector<std::pair<const TensorView*, Tensor>> zeros;
+    for (const TensorView* t : outs)
+        if (t->defined() && t->numel() > 0) {
+            zeros.emplace_back(t, temporary(fn, t->dtype, t->sizes, Device::cpu()));
+            std::memset(zeros.back().second.data(), 0, zeros.back().second.nbytes());  // +0 in every dtype
+        }
+    for (auto& z : zeros) copy(*z.first, z.second.view());
 }
 
 Event run(const Call& c) {
@@ -393,8 +419,7 @@ Event run(const Call& c) {
         for (const auto& e : *c.deps) stream.wait(e);
         if (c.dir == Direction::bwd_w) {
             stream.synchronize();
-            zero_fill(c.wei);
-            zero_fill(c.bias);
+            zero_fill(n.fn, {&c.wei, &c.bias});
         }
         return stream.record();
     }
@@ -419,14 +444,14 @@ Event run(const Call& c) {
     std::vector<Tensor> temps;
     auto densify = [&](TensorView& v, bool is_output, bool read_output) {
         if (!v.defined() || v.is_dense()) return;
-        temps.emplace_back(v.dtype, v.sizes, Layout::channels_first, v.device);
+        temps.push_back(temporary(n.fn, v.dtype, v.sizes, v.device));
         TensorView orig = v;
         v = temps.back().view();
         if (!is_output || read_output) copy(v, orig);
     };
     TensorView osrc = a.src, owei = a.weights, odst = a.dst, obias = a.bias;
     if (a.bias.defined() && a.bias.strides[0] != 1 && a.bias.sizes[0] != 1) {
-        temps.emplace_back(a.bias.dtype, a.bias.sizes, Layout::channels_first, a.bias.device);
+        temps.push_back(temporary(n.fn, a.bias.dtype, a.bias.sizes, a.bias.device));
         TensorView orig = a.bias;
         a.bias = temps.back().view();
         if (c.dir == Direction::fwd || epi_on_src) copy(a.bias, orig);
@@ -610,8 +635,13 @@ PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, 
     if (p.wei_layout != Layout::strided) impl->handle = b->prepack(p, weights);
     if (!impl->handle) {
         // No packing in this engine: keep a dense copy, so the caller may free its weights.
-        impl->plain = Tensor(weights.dtype, weights.sizes,
-                             weights.is_dense() ? weights.layout() : Layout::channels_first, weights.device);
+        try {
+            impl->plain = Tensor(weights.dtype, weights.sizes,
+                                 weights.is_dense() ? weights.layout() : Layout::channels_first, weights.device);
+        } catch (const std::bad_alloc&) {
+            throw Error(ErrorKind::out_of_memory, std::string(n.fn) + ": allocating the dense copy of the weights " +
+                                                      weights.sizes.str() + " failed: out of host memory (std::bad_alloc)");
+        }
         copy(impl->plain.view(), weights);
     }
     return PackedWeights(impl);

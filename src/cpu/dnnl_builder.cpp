@@ -62,7 +62,10 @@ Builder::Builder(const ConvProblem& prob, Variant& var, bool wide)
     if (p.with_bias) u_bias = mdesc({p.oc}, cdt, ftag::x);
     for (int i = 0; i < p.nsp; ++i) {
         stride.push_back(p.stride[i]);
-        dilation.push_back(p.dilation[i] - 1);  // oneDNN's dilation is 0-based
+        // oneDNN's dilation is 0-based. A 1-tap kernel has no spacing to dilate, and oneDNN refuses
+        // a huge dilation there ("could not create a primitive descriptor") though the problem is
+        // an ordinary one: dense instead.
+        dilation.push_back(p.k[i] == 1 ? 0 : p.dilation[i] - 1);
         padding_l.push_back(p.padding_l[i]);
         padding_r.push_back(p.padding_r[i]);
     }
