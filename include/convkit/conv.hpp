@@ -161,6 +161,14 @@ CONVKIT_API bool deterministic();
 CONVKIT_API void set_allow_tf32(bool on);
 CONVKIT_API bool allow_tf32();
 
+// Tracing (default from CONVKIT_VERBOSE): 1 prints one line per executed call on stderr, 2 also
+// one per plan lookup (cache hit or miss, with the build time) and per engine choice; 0 is off.
+// The layout is oneDNN's ONEDNN_VERBOSE with the prefix convkit_verbose, and each line ends with
+// the `convkit bench` command that runs the same problem. Traced calls wait for their work (the
+// time is the call's), as oneDNN's verbose mode does on GPUs.
+CONVKIT_API void set_verbose(int level);
+CONVKIT_API int verbose();
+
 // Plan-cache counters of one engine (all zeros for an engine that keeps no cache).
 struct CacheStats {
     uint64_t hits = 0, misses = 0, evictions = 0, size = 0, capacity = 0;

@@ -52,6 +52,8 @@ from ._convkit import (
     get_num_threads,
     prepack_weights,
     set_allow_tf32,
+    set_verbose,
+    verbose,
     set_autotune,
     set_deterministic,
     set_num_threads,
@@ -118,6 +120,6 @@ __all__ = [
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose_backward_data",
     "conv_transpose_backward_weights", "conv_transpose_output_shape",
     "set_num_threads", "get_num_threads", "set_autotune", "autotune", "set_tune_file",
-    "set_allow_tf32", "allow_tf32", "set_deterministic", "deterministic",
+    "set_allow_tf32", "allow_tf32", "set_verbose", "verbose", "set_deterministic", "deterministic",
     "cache_stats", "clear_cache", "engine_info", "available_engines",
 ]

@@ -76,6 +76,11 @@ void bind_switches(py::module_& m) {
     m.def("set_deterministic", &convkit::set_deterministic, py::arg("on"),
           "Bitwise reproducible results run to run for calls that do not say (deterministic=None); default off.");
     m.def("deterministic", &convkit::deterministic, "The global determinism setting.");
+    m.def("set_verbose", &convkit::set_verbose, py::arg("level"),
+          "Trace on stderr: 1 one line per executed call, 2 also per plan lookup and engine choice, 0 off\n"
+          "(default from CONVKIT_VERBOSE). oneDNN's ONEDNN_VERBOSE layout; each line ends with the\n"
+          "`convkit bench` command that runs the same problem.");
+    m.def("verbose", &convkit::verbose, "The trace level.");
     m.def(
         "cache_stats",
         [](const std::string& engine) {

@@ -60,6 +60,12 @@ public:
     virtual void set_num_threads(int n) { (void)n; }
     // What it runs on, in one line (see convkit::engine_info).
     virtual std::string describe() const { return ""; }
+    // The implementation that ran the last execute() of `p` on this thread, for the trace (called
+    // only when tracing is on, right after that execute()).
+    virtual std::string trace_impl(const ConvProblem& p) {
+        (void)p;
+        return to_string(engine());
+    }
 };
 
 class DeviceRuntime {

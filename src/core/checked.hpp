@@ -8,20 +8,21 @@
 
 namespace convkit::core {
 
-[[noreturn]] inline void overflow(const char* what, int64_t a, const char* op, int64_t b) {
-    throw Error(ErrorKind::invalid_argument, std::string(what) + " overflows int64 (" + std::to_string(a) + " " + op +
-                                                 " " + std::to_string(b) + ")");
+// `fn`: the public function the sizes were given to, which the message then starts with.
+[[noreturn]] inline void overflow(const char* what, int64_t a, const char* op, int64_t b, const char* fn) {
+    throw Error(ErrorKind::invalid_argument, (fn ? std::string(fn) + ": " : std::string()) + what + " overflows int64 (" +
+                                                 std::to_string(a) + " " + op + " " + std::to_string(b) + ")");
 }
 
-inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+inline int64_t checked_mul(int64_t a, int64_t b, const char* what, const char* fn = nullptr) {
     int64_t r;
-    if (__builtin_mul_overflow(a, b, &r)) overflow(what, a, "*", b);
+    if (__builtin_mul_overflow(a, b, &r)) overflow(what, a, "*", b, fn);
     return r;
 }
 
-inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
+inline int64_t checked_add(int64_t a, int64_t b, const char* what, const char* fn = nullptr) {
     int64_t r;
-    if (__builtin_add_overflow(a, b, &r)) overflow(what, a, "+", b);
+    if (__builtin_add_overflow(a, b, &r)) overflow(what, a, "+", b, fn);
     return r;
 }
 

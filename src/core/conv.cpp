@@ -11,6 +11,7 @@
 #include "convkit/conv.hpp"
 #include "core/backend.hpp"
 #include "core/checked.hpp"
+#include "core/trace.hpp"
 
 namespace convkit {
 
@@ -182,8 +183,8 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
         if (p.padding_l[i] < 0) fail(n, "padding_l " + d + " must be >= 0, got " + std::to_string(p.padding_l[i]));
         if (p.padding_r[i] < 0 && !negative_pr)
             fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(p.padding_r[i]));
-        int64_t padded = checked_add(checked_add(p.in[i], p.padding_l[i], "padded size"), p.padding_r[i], "padded size");
-        int64_t ext = checked_add(checked_mul(p.dilation[i], p.k[i] - 1, "dilated kernel"), 1, "dilated kernel");
+        int64_t padded = checked_add(checked_add(p.in[i], p.padding_l[i], "padded size", n.fn), p.padding_r[i], "padded size", n.fn);
+        int64_t ext = checked_add(checked_mul(p.dilation[i], p.k[i] - 1, "dilated kernel", n.fn), 1, "dilated kernel", n.fn);
         if (padded < ext)
             fail(n, std::string(n.src) + " size " + d + " with padding (" + std::to_string(p.in[i]) + " + " +
                         std::to_string(p.padding_l[i]) + " + " + std::to_string(p.padding_r[i]) + " = " +
@@ -195,13 +196,23 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
     return p;
 }
 
-ConvProblem validate(const Call& c) {
+// Where validation failed, for the reproducer: in the sizes and parameters (a descriptor with
+// the same values fails alike), in a post-op parameter (`problem` then holds the problem so far),
+// or in the caller's buffers (no descriptor has those; no reproducer).
+struct Validation {
+    enum Stage { buffers, shapes, post_op_params } stage = buffers;
+    ConvProblem problem;
+};
+
+ConvProblem validate(const Call& c, Validation* v = nullptr) {
     const Names& n = names(c);
     check_tensor(n, n.src, c.src, !c.shapes_only);
     check_tensor(n, n.wei, c.wei);
     check_tensor(n, n.dst, c.dst, !c.shapes_only);
     const int r = c.src.rank();
+    if (v) v->stage = Validation::shapes;
     ConvProblem p = shape_problem(n, c.src.sizes, c.wei.sizes, *c.params, c.transposed);
+    if (v) v->stage = Validation::buffers;
     // Where bias and post-ops go: dst, or diff_src of a transposed convolution's forward.
     const bool epi_on_src = c.transposed && c.dir == Direction::bwd_d;
     const bool bias_of_src = c.transposed && c.dir != Direction::fwd;
@@ -306,10 +317,19 @@ post_ops:
             if (op.kind == PostOp::Kind::sum) pd.scale = op.scale;
             // oneDNN refuses non-finite post-op parameters (a backend error deep in the call); they
             // are refused here, for every engine alike, with the value.
-            for (double v : {pd.alpha, pd.beta, pd.scale})
-                if (!std::isfinite(v))
+            for (double x : {pd.alpha, pd.beta, pd.scale})
+                if (!std::isfinite(x)) {
+                    if (v) {
+                        v->stage = Validation::post_op_params;
+                        v->problem = p;
+                        v->problem.n_post_ops = i + 1;
+                        v->problem.src_layout = c.src.layout();
+                        v->problem.wei_layout = c.wei.layout();
+                        v->problem.dst_layout = c.dst.layout();
+                    }
                     fail(n, "post-op " + std::to_string(i) + " (" + op.str() + ") has a non-finite parameter " +
-                                std::to_string(v) + " (alpha, beta and scale must be finite)");
+                                std::to_string(x) + " (alpha, beta and scale must be finite)");
+                }
             if (op.kind == PostOp::Kind::binary) {
                 const std::string nm = "post-op " + std::to_string(i) + " (" + op.str() + ") operand";
                 const TensorView& t = op.operand;
@@ -390,8 +410,79 @@ void zero_fill(const char* fn, std::initializer_list<const TensorView*> outs) {
     for (auto& z : zeros) copy(*z.first, z.second.view());
 }
 
+// Level 2 of the trace: which engine takes the problem, and why that one.
+void trace_dispatch(const ConvProblem& p, const trace::CallDesc& td, const Call& c, const Backend* chosen) {
+    std::string why;
+    if (c.packed) {
+        why = "the weights were packed for it";
+    } else if (c.options->engine != Engine::automatic) {
+        why = "asked for";
+    } else {
+        why = "the first engine that runs the problem";
+        for (Backend* o : backends()) {
+            if (o == chosen) break;
+            if (o->device_type() == p.device.type) why += std::string("; ") + to_string(o->engine()) + ": " + o->check(p);
+        }
+    }
+    trace::dispatch_line(p, td, why);
+}
+
+Event run_problem(const Call& c, ConvProblem& p, trace::CallDesc& td, int tl);
+
 Event run(const Call& c) {
-    ConvProblem p = validate(c);
+    trace::CallDesc td;
+    td.transposed = c.transposed;
+    td.engine = c.packed ? c.packed->engine : c.options->engine;
+    td.prepack = c.packed != nullptr;
+    Validation v;
+    ConvProblem p;
+    try {
+        p = validate(c, &v);
+    } catch (const Error& e) {
+        // Transposed calls checked their own shapes in their own terms already (run_transposed).
+        std::string repro;
+        if (v.stage == Validation::shapes && !c.transposed)
+            repro = trace::raw_reproducer(c.src.sizes, c.wei.sizes, c.params->stride, c.params->padding_l,
+                                          c.params->padding_r, c.params->dilation, Dims(), c.params->groups, false,
+                                          c.src.dtype, c.src.device.is_cuda() ? Engine::cuda : td.engine);
+        else if (v.stage == Validation::post_op_params)
+            repro = trace::reproducer(v.problem, td);
+        if (repro.empty()) throw;
+        throw Error(e.kind(), trace::with_reproducer(e.what(), repro));
+    }
+    // Tracing costs this load and branch when off.
+    const int tl = trace::level();
+    if (tl == 0) {
+        try {
+            return run_problem(c, p, td, 0);
+        } catch (const Error& e) {
+            // invalid_argument past validation is the caller's setup (options against tensors,
+            // packed weights, the allocator's memory): no problem to reproduce.
+            if (e.kind() == ErrorKind::invalid_argument) throw;
+            throw Error(e.kind(), trace::with_reproducer(e.what(), trace::reproducer(p, td)));
+        }
+    }
+    if (tl >= 2) trace::take_lookups();  // this call's lookups only
+    const double t0 = trace::now_ms();
+    Event done;
+    try {
+        done = run_problem(c, p, td, tl);
+        done.wait();
+    } catch (const Error& e) {
+        if (e.kind() == ErrorKind::invalid_argument) throw;
+        throw Error(e.kind(), trace::with_reproducer(e.what(), trace::reproducer(p, td)));
+    }
+    const double ms = trace::now_ms() - t0;
+    Backend* b = find_backend(td.engine);
+    const std::string impl = p.mb == 0 ? "none:empty_batch" : b ? b->trace_impl(p) : "?";
+    if (tl >= 2) trace::create_line(p, td, impl, trace::take_lookups());
+    trace::exec_line(p, td, impl, ms);
+    return done;
+}
+
+// The call after validation: the backend, dense tensors, the work. `td.engine` becomes the
+// engine chosen (for the trace and the reproducer of an error).
+Event run_problem(const Call& c, ConvProblem& p, trace::CallDesc& td, int tl) {
     const Names& n = names(c);
     const bool epi_on_src = p.transposed && c.dir == Direction::bwd_d;
     Stream stream = *c.stream;
@@ -414,6 +505,8 @@ Event run(const Call& c) {
     } else {
         b = pick(p, c.options->engine, n.fn);
     }
+    td.engine = b->engine();
+    if (tl >= 2) trace_dispatch(p, td, c, b);
     if (p.mb == 0) {
         // Nothing to compute; a weight gradient over an empty batch is zero.
         for (const auto& e : *c.deps) stream.wait(e);
@@ -515,7 +608,7 @@ TransposedShape transposed_shape(const Names& n, const Dims& src, const Dims& we
     if (wei[1] < 1)
         fail(n, std::string(n.wei) + " has " + std::to_string(wei[1]) + " output channels per group (dim 1 of " +
                     wei.str() + ") (must be >= 1)");
-    const int64_t oc = checked_mul(wei[1], g, "output channels");
+    const int64_t oc = checked_mul(wei[1], g, "output channels", n.fn);
     auto at = [&](const char* what, const Dims& list, int i, int64_t dflt) { return param_at(n, what, list, i, nsp, dflt); };
     TransposedShape t;
     t.dst = Dims{src[0], oc};
@@ -538,9 +631,9 @@ TransposedShape transposed_shape(const Names& n, const Dims& src, const Dims& we
             fail(n, "output_padding " + d + " (" + std::to_string(op) + ") must be smaller than either stride (" +
                         std::to_string(s) + ") or dilation (" + std::to_string(dl) + ")");
         // out = (in - 1) * stride - padding_l - padding_r + dilation * (k - 1) + output_padding + 1
-        const int64_t grown = checked_add(checked_mul(in - 1, s, "output size"),
-                                          checked_add(checked_mul(dl, k - 1, "dilated kernel"), op + 1, "output size"),
-                                          "output size");
+        const int64_t grown = checked_add(checked_mul(in - 1, s, "output size", n.fn),
+                                          checked_add(checked_mul(dl, k - 1, "dilated kernel", n.fn), op + 1, "output size", n.fn),
+                                          "output size", n.fn);
         const int64_t out = grown - l - rr;
         if (out < 1)
             fail(n, std::string(n.dst) + " size " + d + " would be " + std::to_string(out) + " = (" + std::to_string(in) +
@@ -580,7 +673,16 @@ Event run_transposed(Direction tdir, const TensorView& src, const TensorView& we
     check_tensor(n, n.wei, wei);
     check_tensor(n, n.dst, dst);
     const Dims wei_sizes = wei.sizes;
-    TransposedShape t = transposed_shape(n, src.sizes, wei_sizes, prm);
+    TransposedShape t;
+    try {
+        t = transposed_shape(n, src.sizes, wei_sizes, prm);
+    } catch (const Error& e) {
+        const std::string repro = trace::raw_reproducer(src.sizes, wei_sizes, prm.stride, prm.padding_l, prm.padding_r,
+                                                        prm.dilation, prm.output_padding, prm.groups, true, src.dtype,
+                                                        src.device.is_cuda() ? Engine::cuda : options.engine);
+        if (repro.empty()) throw;
+        throw Error(e.kind(), trace::with_reproducer(e.what(), repro));
+    }
     if (dst.rank() != src.rank())
         fail(n, std::string(n.dst) + " has rank " + std::to_string(dst.rank()) + " " + dst.sizes.str() + " but " + n.src +
                     " has rank " + std::to_string(src.rank()) + " " + src.sizes.str());
@@ -600,7 +702,16 @@ Event run_transposed(Direction tdir, const TensorView& src, const TensorView& we
 
 Dims output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvParams& params) {
     const core::Names n{"output_shape", "src", "weights", "dst", "bias"};
-    return core::shape_problem(n, src_sizes, weights_sizes, params).dst_dims();
+    try {
+        return core::shape_problem(n, src_sizes, weights_sizes, params).dst_dims();
+    } catch (const Error& e) {
+        // Sizes only: the descriptor fails alike in any dtype and on any engine.
+        const std::string repro =
+                core::trace::raw_reproducer(src_sizes, weights_sizes, params.stride, params.padding_l, params.padding_r,
+                                            params.dilation, Dims(), params.groups, false, DType::f32, Engine::automatic);
+        if (repro.empty()) throw;
+        throw Error(e.kind(), core::trace::with_reproducer(e.what(), repro));
+    }
 }
 
 Event convolution_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,
@@ -626,13 +737,22 @@ PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, 
     core::Call c{core::Direction::fwd, src, weights, dst, TensorView(), &params, &post_ops, &stream, &deps, &options};
     c.shapes_only = true;
     core::ConvProblem p = core::validate(c);
-    core::Backend* b = core::pick(p, options.engine, n.fn);
+    core::trace::CallDesc td;
+    td.engine = options.engine;
+    td.prepack = true;
     auto impl = std::make_shared<PackedWeights::Impl>();
-    impl->engine = b->engine();
+    try {
+        core::Backend* b = core::pick(p, options.engine, n.fn);
+        td.engine = b->engine();
+        impl->engine = b->engine();
+        if (p.wei_layout != Layout::strided) impl->handle = b->prepack(p, weights);
+    } catch (const Error& e) {
+        if (e.kind() == ErrorKind::invalid_argument) throw;
+        throw Error(e.kind(), core::trace::with_reproducer(e.what(), core::trace::reproducer(p, td)));
+    }
     impl->sizes = weights.sizes;
     impl->dtype = weights.dtype;
     impl->device = weights.device;
-    if (p.wei_layout != Layout::strided) impl->handle = b->prepack(p, weights);
     if (!impl->handle) {
         // No packing in this engine: keep a dense copy, so the caller may free its weights.
         try {
@@ -683,7 +803,15 @@ Event convolution_backward_weights(const TensorView& diff_weights, const TensorV
 
 Dims conv_transpose_output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvTransposeParams& params) {
     const core::Names n{"conv_transpose_output_shape", "src", "weights", "dst", "bias"};
-    return core::transposed_shape(n, src_sizes, weights_sizes, params).dst;
+    try {
+        return core::transposed_shape(n, src_sizes, weights_sizes, params).dst;
+    } catch (const Error& e) {
+        const std::string repro = core::trace::raw_reproducer(src_sizes, weights_sizes, params.stride, params.padding_l,
+                                                              params.padding_r, params.dilation, params.output_padding,
+                                                              params.groups, true, DType::f32, Engine::automatic);
+        if (repro.empty()) throw;
+        throw Error(e.kind(), core::trace::with_reproducer(e.what(), repro));
+    }
 }
 
 Event conv_transpose_forward(const TensorView& dst, const TensorView& src, const TensorView& weights,

@@ -14,6 +14,7 @@
 
 #include "convkit/conv.hpp"
 #include "core/env.hpp"
+#include "core/trace.hpp"
 
 namespace convkit::core {
 
@@ -35,12 +36,16 @@ public:
             auto it = map_.find(key);
             if (it != map_.end()) {
                 ++hits_;
+                if (trace::level() >= 2) trace::note_hit();
                 order_.splice(order_.begin(), order_, it->second.second);
                 return it->second.first;
             }
             ++misses_;
         }
+        const bool traced = trace::level() >= 2;
+        const double t0 = traced ? trace::now_ms() : 0;
         std::shared_ptr<Value> made = make();
+        if (traced) trace::note_miss(trace::now_ms() - t0);
         std::lock_guard<std::mutex> lock(mu_);
         auto it = map_.find(key);
         if (it != map_.end()) return it->second.first;
@@ -52,6 +57,13 @@ public:
             ++evictions_;
         }
         return made;
+    }
+
+    // The cached value or null, leaving the counters and the LRU order alone (for the trace).
+    std::shared_ptr<Value> peek(const Key& key) const {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = map_.find(key);
+        return it == map_.end() ? nullptr : it->second.first;
     }
 
     CacheStats stats() const {

@@ -146,6 +146,7 @@ public:
 
     void set_num_threads(int n) override { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
     std::string describe() const override { return cpu::describe(); }
+    std::string trace_impl(const ConvProblem& p) override;
 };
 
 }  // namespace
@@ -160,20 +161,41 @@ int apply_threads() {
     return omp_get_max_threads();
 }
 
+namespace {
+
+// What `plan` runs; `lookup` finds the plans it wraps (null: not cached).
+template <typename Lookup> PlanInfo info_of(Plan& plan, Lookup&& lookup) {
+    std::shared_ptr<Plan> base;
+    if (plan.transposed) {
+        if (!(base = lookup(transposed_base(*plan.transposed)))) return PlanInfo();
+        return transposed_plan_info(*plan.transposed, info_of(*base, lookup));
+    }
+    if (plan.crop) {
+        if (!(base = lookup(crop_base(*plan.crop)))) return PlanInfo();
+        return info_of(*base, lookup);
+    }
+    if (plan.f64) return f64_plan_info(*plan.f64);
+    return plan.split ? split_plan_info(*plan.split) : dnnl_plan_info(*plan.dnnl);
+}
+
+}  // namespace
+
 PlanInfo plan_info(const ConvProblem& p) {
     apply_threads();
     SerialScope serial(p);
-    return guarded(p, "planning", [&] {
-        std::shared_ptr<Plan> plan = get_plan(p);
-        std::function<PlanInfo(Plan&)> info = [&info](Plan& pl) {
-            if (pl.crop) return info(*get_plan(crop_base(*pl.crop)));
-            if (pl.f64) return f64_plan_info(*pl.f64);
-            return pl.split ? split_plan_info(*pl.split) : dnnl_plan_info(*pl.dnnl);
-        };
-        if (plan->transposed)
-            return transposed_plan_info(*plan->transposed, info(*get_plan(transposed_base(*plan->transposed))));
-        return info(*plan);
-    });
+    return guarded(p, "planning", [&] { return info_of(*get_plan(p), get_plan); });
+}
+
+std::string CpuBackend::trace_impl(const ConvProblem& p) {
+    SerialScope serial(p);
+    auto peek = [](const ConvProblem& q) { return plan_cache().peek(q); };
+    std::shared_ptr<Plan> plan = peek(p);
+    const PlanInfo info = plan ? info_of(*plan, peek) : PlanInfo();
+    if (info.impl.empty()) return "cpu";
+    std::string s = info.impl;
+    if (info.widened) s += "+widened_f32";
+    if (info.own_epilogue) s += "+convkit_epilogue";
+    return s;
 }
 
 }  // namespace cpu

@@ -55,6 +55,19 @@ public:
         return s;
     }
     DeviceType device_type() const override { return DeviceType::cuda; }
+    std::string trace_impl(const ConvProblem&) override {
+        const PlanInfo i = last_plan();
+        if (!i.found) return "cuda";
+        std::string s = i.direct ? "convkit:direct" : "cudnn:" + i.engine_name;
+        if (i.fused) s += "+fused";
+        if (i.split_dgrad) s += "+split_dgrad:" + std::to_string(i.phases);
+        if (i.explicit_padding) s += "+explicit_padding";
+        if (i.autotuned) s += "+autotuned";
+        if (i.from_tune_file) s += "+tune_file";
+        for (char& c : s)
+            if (c == ',') c = ';';
+        return s;
+    }
 
     std::string check(const ConvProblem& p) const override {
         const int n = visible_devices();

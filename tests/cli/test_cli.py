@@ -63,12 +63,31 @@ class CliBase(unittest.TestCase):
         self.assertEqual(r.returncode, code, f"args {args}\nstdout {r.stdout}\nstderr {r.stderr}")
         err = r.stderr.strip()
         self.assertTrue(err, "no message on stderr")
+        lines = err.splitlines()
+        if len(lines) == 2 and lines[1].startswith("reproduce: "):
+            # An error of the problem itself (not of a file or an option) adds the `convkit bench`
+            # line that fails the same way: same exit status, one line naming the problem.
+            self.assertReproduces(lines[1], code)
+            err = lines[0]
         self.assertEqual(len(err.splitlines()), 1, f"expected one line, got:\n{err}")
         for n in needles:
             self.assertIn(n, err)
         with open(self.out, "rb") as f:
             self.assertEqual(f.read(), self.sentinel, "--out was modified by a failed run")
         return err
+
+
+    def assertReproduces(self, line, code):
+        words = line[len("reproduce: "):].split()
+        env = dict(os.environ)
+        while words and "=" in words[0] and not words[0].startswith("--"):
+            k, v = words.pop(0).split("=", 1)
+            env[k] = v
+        self.assertEqual(words[:2], ["convkit", "bench"], line)
+        r = subprocess.run([CONVKIT, *words[1:]], capture_output=True, text=True, timeout=120, env=env)
+        self.assertEqual(r.returncode, code, f"{line}\nstdout {r.stdout}\nstderr {r.stderr}")
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("descriptor", r.stderr)
 
 
 class CliTest(CliBase):
