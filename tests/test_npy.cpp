@@ -7,7 +7,10 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -681,6 +684,75 @@ TEST_F(Npy, FailedWriteLeavesExistingFilesUntouched) {
 
     EXPECT_EQ(read_bytes(p("other.npy")), other);
     EXPECT_EQ(list_dir(dir_), (std::set<std::string>{"other.npy", "target.npy"}));
+}
+
+// Lowers the file-size limit (RLIMIT_FSIZE, soft only: the hard one stays, so it can be raised
+// back without privileges) for its lifetime. With SIGXFSZ ignored, a write beyond it fails with
+// EFBIG: a file system failure every user can cause, root included (unlike a read-only mode).
+class FileSizeLimit {
+public:
+    explicit FileSizeLimit(rlim_t bytes, bool ignore_sigxfsz) {
+        getrlimit(RLIMIT_FSIZE, &old_);
+        rlimit lower = old_;
+        lower.rlim_cur = bytes;
+        ok_ = setrlimit(RLIMIT_FSIZE, &lower) == 0;
+        if (ignore_sigxfsz) old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    }
+    ~FileSizeLimit() {
+        setrlimit(RLIMIT_FSIZE, &old_);
+        if (old_handler_ != SIG_ERR) ::signal(SIGXFSZ, old_handler_);
+    }
+    bool ok() const { return ok_; }
+
+private:
+    rlimit old_{};
+    bool ok_ = false;
+    void (*old_handler_)(int) = SIG_ERR;
+};
+
+// F5: an I/O failure is no invalid input; `convkit run` maps invalid_argument to exit status 2
+// ("invalid input or usage") and backend to 1 ("other failures", README).
+TEST_F(Npy, FileSystemFailureIsABackendErrorNamingFileAndCause) {
+    write_npy(p("x.npy"), make_npy_f32({2}, {1, 2}));
+    const std::string old = read_bytes(p("x.npy"));
+    try {
+        FileSizeLimit limit(4096, true);
+        ASSERT_TRUE(limit.ok());
+        write_npy(p("x.npy"), make_npy_f32({4096}, std::vector<float>(4096, 1.f)));
+        FAIL() << "a 16 KiB write under a 4 KiB file-size limit succeeded";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::backend) << e.what();
+        const std::string m = e.what();
+        EXPECT_NE(m.find("npy file '" + p("x.npy") + "': cannot write: write error in the data"), std::string::npos) << m;
+        EXPECT_NE(m.find("File too large"), std::string::npos) << m;
+    }
+    EXPECT_EQ(read_bytes(p("x.npy")), old);
+    EXPECT_EQ(list_dir(dir_), std::set<std::string>{"x.npy"});
+    // A name that leads nowhere stays invalid_argument (exit status 2): see the tests above.
+}
+
+// F6: a process killed while it writes leaves no file beside the target: the file has no name
+// until it is complete (O_TMPFILE). Killed for real, by SIGXFSZ, in a child process.
+TEST_F(Npy, ProcessKilledWhileWritingLeavesNoPartialFile) {
+    write_npy(p("x.npy"), make_npy_f32({2}, {1, 2}));
+    const std::string old = read_bytes(p("x.npy"));
+    for (const char* target : {"x.npy", "new.npy"}) {  // replacing a file, and a first write
+        const pid_t child = fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {  // nothing may return into gtest from here
+            try {
+                FileSizeLimit limit(4096, false);
+                if (limit.ok()) write_npy(p(target), make_npy_f32({4096}, std::vector<float>(4096, 1.f)));
+            } catch (...) {
+            }
+            _exit(3);  // not killed: the limit did not apply
+        }
+        int status = 0;
+        ASSERT_EQ(waitpid(child, &status, 0), child);
+        ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ) << target << ": status " << status;
+        EXPECT_EQ(read_bytes(p("x.npy")), old) << target;
+        EXPECT_EQ(list_dir(dir_), std::set<std::string>{"x.npy"}) << target;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include <convkit/error.hpp>
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,6 +41,17 @@ constexpr int64_t kAlign = 64;  // numpy aligns the data start to 64 bytes (sinc
 }
 
 std::string errno_text(int err) { return std::generic_category().message(err); }
+
+// An OS error while writing. A name that leads nowhere (a missing directory, a file where a
+// directory should be, a directory where the file should be) is a wrong argument: invalid_argument,
+// so `convkit run` exits 2. The file system refusing or failing the write (full, read-only, no
+// permission, an I/O error) is no fault of the input: backend, one of README's "other failures"
+// (exit 1).
+[[noreturn]] void fail_io(const std::string& path, const std::string& what, int err) {
+    const bool bad_name = err == ENOENT || err == ENOTDIR || err == EISDIR || err == ENAMETOOLONG || err == ELOOP;
+    throw Error(bad_name ? ErrorKind::invalid_argument : ErrorKind::backend,
+                "npy file '" + path + "': cannot write: " + what + ": " + errno_text(err));
+}
 
 std::string shape_str(const std::vector<int64_t>& shape) {
     std::string s = "(";
@@ -322,22 +334,19 @@ float half_to_float(uint16_t h) {
     return f;
 }
 
-// Removes the temporary file unless the write reached the final rename.
-class TempFile {
-public:
-    explicit TempFile(std::string name) : name_(std::move(name)) {}
+// The file being written: its descriptor, and the temporary name it has, if any. Closes it and
+// removes that name unless the write got as far as renaming it over the target.
+struct TempFile {
+    TempFile() = default;
     TempFile(const TempFile&) = delete;
     TempFile& operator=(const TempFile&) = delete;
     ~TempFile() {
-        if (file_) std::fclose(file_);
-        if (!committed_) std::remove(name_.c_str());
+        if (fd >= 0) ::close(fd);
+        if (!name.empty() && !committed) ::unlink(name.c_str());
     }
-    FILE* file_ = nullptr;
-    bool committed_ = false;
-    const std::string& name() const { return name_; }
-
-private:
-    std::string name_;
+    int fd = -1;
+    std::string name;  // empty while the file has no name (O_TMPFILE), or when it is not ours
+    bool committed = false;
 };
 
 }  // namespace
@@ -518,46 +527,94 @@ void write_npy(const std::string& path, const NpyArray& a) {
     prefix += static_cast<char>(0);
     for (int i = 0; i < len_bytes; ++i) prefix += static_cast<char>((hlen >> (8 * i)) & 0xff);
 
-    // The temporary lives next to the target so rename() stays within one file system and is
-    // atomic; pid + counter keeps concurrent writers (threads or processes) from colliding.
+    // The file is written next to the target, so the final rename() stays within one file system
+    // and is atomic. It is created without a name (O_TMPFILE) and named only when complete: a
+    // process killed while writing (a signal, a file-size limit, the OOM killer) leaves nothing
+    // behind. Where the file system cannot do that, it is created under a temporary name, which
+    // such a kill leaves behind, partial. pid + counter keeps concurrent writers (threads or
+    // processes) from colliding on that name.
     static std::atomic<unsigned long> counter{0};
-    TempFile tmp(path + ".tmp." + std::to_string(static_cast<long>(::getpid())) + "." +
-                 std::to_string(counter.fetch_add(1)));
-    // "x": never clobber an existing file that happens to have the temporary's name.
-    tmp.file_ = std::fopen(tmp.name().c_str(), "wbx");
-    if (!tmp.file_) {
-        int err = errno;
-        fail(path,
-             "cannot write: cannot create temporary file '" + tmp.name() + "': " + errno_text(err));
+    auto temp_name = [&] {
+        return path + ".tmp." + std::to_string(static_cast<long>(::getpid())) + "." +
+               std::to_string(counter.fetch_add(1));
+    };
+    std::string dir = std::filesystem::path(path).parent_path().string();
+    if (dir.empty()) dir = ".";
+    TempFile tmp;
+    std::string proc_link;  // the unnamed file, for linkat
+    tmp.fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+    if (tmp.fd >= 0) {
+        // Naming it takes /proc (linkat's AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH): without
+        // /proc, use a named temporary file.
+        proc_link = "/proc/self/fd/" + std::to_string(tmp.fd);
+        if (::access(proc_link.c_str(), F_OK) != 0) {
+            ::close(tmp.fd);
+            tmp.fd = -1;
+            proc_link.clear();
+        }
+    } else if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+        // EISDIR: a kernel without O_TMPFILE sees O_DIRECTORY | O_WRONLY. Any other error would
+        // be the named file's as well.
+        fail_io(path, "cannot create a temporary file in '" + dir + "'", errno);
     }
+    // A name that exists already is someone else's (a writer killed before, whose pid was reused):
+    // never clobbered, another one is tried.
+    constexpr int kNameAttempts = 100;
+    if (tmp.fd < 0) {
+        for (int attempt = 1;; ++attempt) {
+            const std::string name = temp_name();
+            tmp.fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+            if (tmp.fd >= 0) {
+                tmp.name = name;
+                break;
+            }
+            if (errno != EEXIST || attempt == kNameAttempts)
+                fail_io(path, "cannot create the temporary file '" + name + "'", errno);
+        }
+    }
+    const std::string what_tmp = tmp.name.empty() ? "the temporary file in '" + dir + "'" : "'" + tmp.name + "'";
     auto put = [&](const void* p, size_t len, const char* what) {
-        if (len > 0 && std::fwrite(p, 1, len, tmp.file_) != len) {
-            int err = errno;
-            fail(path, std::string("cannot write: write error in the ") + what + " of '" +
-                               tmp.name() + "': " + errno_text(err));
+        const char* c = static_cast<const char*>(p);
+        while (len > 0) {
+            const ssize_t n = ::write(tmp.fd, c, std::min<size_t>(len, size_t(1) << 30));
+            if (n < 0 && errno == EINTR) continue;
+            // write() of a regular file returns 0 only where it cannot go on: as good as EIO.
+            if (n <= 0) fail_io(path, std::string("write error in the ") + what + " of " + what_tmp, n < 0 ? errno : EIO);
+            c += n;
+            len -= static_cast<size_t>(n);
         }
     };
     put(prefix.data(), prefix.size(), "prefix");
     put(header.data(), header.size(), "header");
     put(a.data.data(), a.data.size(), "data");
-    // fsync before rename: otherwise a crash could leave the new name pointing at an empty
-    // or partial file, defeating the point of the atomic replace.
-    if (std::fflush(tmp.file_) != 0 || ::fsync(::fileno(tmp.file_)) != 0) {
-        int err = errno;
-        fail(path, "cannot write: flushing '" + tmp.name() + "' failed: " + errno_text(err));
+    // fsync before the file gets the target's name: otherwise a crash could leave that name on an
+    // empty or partial file, defeating the point of the atomic replace. It also reports any write
+    // error left, so the close() in ~TempFile has nothing to report.
+    if (::fsync(tmp.fd) != 0) fail_io(path, "flushing " + what_tmp + " failed", errno);
+    if (!proc_link.empty()) {
+        // Where the target does not exist, the complete file takes its name in one step.
+        if (::linkat(AT_FDCWD, proc_link.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+            tmp.committed = true;
+            return;
+        }
+        if (errno != EEXIST) fail_io(path, "cannot give " + what_tmp + " its name", errno);
+        // linkat cannot replace a file (Linux has no such flag: AT_LINK_REPLACE was proposed and
+        // never merged), so the complete file gets a temporary name and is renamed over the target
+        // at once. A kill between those two calls leaves it under that name: complete, the target
+        // untouched, but left behind.
+        for (int attempt = 1;; ++attempt) {
+            const std::string name = temp_name();
+            if (::linkat(AT_FDCWD, proc_link.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+                tmp.name = name;
+                break;
+            }
+            if (errno != EEXIST || attempt == kNameAttempts)
+                fail_io(path, "cannot link " + what_tmp + " to '" + name + "'", errno);
+        }
     }
-    FILE* f = tmp.file_;
-    tmp.file_ = nullptr;
-    if (std::fclose(f) != 0) {
-        int err = errno;
-        fail(path, "cannot write: closing '" + tmp.name() + "' failed: " + errno_text(err));
-    }
-    if (std::rename(tmp.name().c_str(), path.c_str()) != 0) {
-        int err = errno;
-        fail(path, "cannot write: renaming the temporary file '" + tmp.name() +
-                           "' over it failed: " + errno_text(err));
-    }
-    tmp.committed_ = true;
+    if (::rename(tmp.name.c_str(), path.c_str()) != 0)
+        fail_io(path, "renaming the temporary file '" + tmp.name + "' over it failed", errno);
+    tmp.committed = true;
 }
 
 NpyArray make_npy_f32(std::vector<int64_t> shape, const std::vector<float>& values) {

@@ -40,7 +40,8 @@ NpyArray read_npy(const std::string& path);
 // Writes to a temporary file in the same directory, then rename()s it over `path`, so a failure
 // never leaves a half-written or damaged file at `path` (an existing file stays untouched).
 // Throws convkit::Error(invalid_argument) if `a` is inconsistent (negative dims, data size not
-// numel()*size) or on any I/O failure.
+// numel()*size) or `path` leads nowhere (a missing directory, a directory), and
+// Error(backend) when the file system fails the write (full, read-only, I/O error, size limit).
 void write_npy(const std::string& path, const NpyArray& a);
 
 // Convenience for f32 data. Throws if values.size() != product of shape.

@@ -729,6 +729,7 @@ PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, 
                               const PostOps& post_ops, const ConvOptions& options) {
     const core::Names n{"prepack_weights", "src", "weights", "dst", "bias"};
     core::check_tensor(n, "weights", weights);
+    core::check_tensor(n, "src", src, false);  // before its layout is asked (sizes that overflow)
     Dims dst_sizes = core::shape_problem(n, src.sizes, weights.sizes, params).dst_dims();
     Layout dl = src.is_dense() ? src.layout() : Layout::channels_first;
     TensorView dst = TensorView::with_layout(nullptr, src.dtype, dst_sizes, dl, src.device);

@@ -1,4 +1,5 @@
 // PostOps building, printing and parsing in benchdnn's spelling.
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cmath>
@@ -43,14 +44,19 @@ const char* to_string(BinaryAlg a) {
 }
 
 // Shortest text that reads back as the same double, so a printed chain (a reproducer, a log
-// line) parses to the same problem.
+// line) parses to the same problem. The exponent goes without its '+' ("1e30", which strtod
+// reads): '+' separates the post-ops of a chain, and parsers before the one below split "1e+30".
+// A subnormal prints as its shortest decimal too ("4.94066e-324"); parse_number takes it back.
 static std::string num(double v) {
     char buf[40];
     for (int prec = 6; prec <= 17; ++prec) {
         std::snprintf(buf, sizeof buf, "%.*g", prec, v);
         if (std::strtod(buf, nullptr) == v) break;
     }
-    return buf;
+    std::string s = buf;
+    const auto plus = s.find("e+");
+    if (plus != std::string::npos) s.erase(plus + 1, 1);
+    return s;
 }
 
 std::string PostOp::str() const {
@@ -123,17 +129,46 @@ std::string PostOps::str() const {
 
 namespace {
 
+// The text comes from the C++ API as well as from argv, so it may hold any byte: control bytes
+// are written as escapes, since a NUL would end what() there (and the explanation with it).
+std::string printable(const std::string& s) {
+    std::string out;
+    for (char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == 0) {
+            out += "\\0";
+        } else if (c < 0x20 || c == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", c);
+            out += buf;
+        } else {
+            out += ch;
+        }
+    }
+    return out;
+}
+
 [[noreturn]] void bad(const std::string& text, const std::string& why) {
-    throw Error(ErrorKind::invalid_argument, "post-op '" + text + "': " + why);
+    throw Error(ErrorKind::invalid_argument, printable("post-op '" + text + "': " + why));
 }
 
 double parse_number(const std::string& text, const std::string& field, const char* what) {
     if (field.empty()) bad(text, std::string(what) + " is empty");
+    // strtod stops at a NUL as at the end: "2\0junk" would read as 2.
+    const auto nul = field.find('\0');
+    if (nul != std::string::npos)
+        bad(text, std::string(what) + " '" + field + "' has a NUL byte at offset " + std::to_string(nul));
     errno = 0;
     char* end = nullptr;
-    double v = std::strtod(field.c_str(), &end);
-    if (end == field.c_str() || *end != '\0' || errno == ERANGE || !std::isfinite(v))
+    const double v = std::strtod(field.c_str(), &end);
+    if (end != field.data() + field.size() || !std::isfinite(v))
         bad(text, std::string(what) + " '" + field + "' is not a finite number");
+    // ERANGE also flags an inexact subnormal result, e.g. the shortest decimal of one (what
+    // num() prints): that is the nearest double, as for any rounded decimal. An overflow is inf,
+    // refused above; what is left to refuse is a nonzero number that rounds to 0.
+    if (errno == ERANGE && v == 0)
+        bad(text, std::string(what) + " '" + field + "' is too small for a double: it would read as 0 "
+                                                    "(the smallest nonzero double is 4.94066e-324)");
     return v;
 }
 
@@ -146,6 +181,32 @@ std::vector<std::string> split(const std::string& s, char sep) {
             cur.clear();
         } else {
             cur += c;
+        }
+    }
+    out.push_back(cur);
+    return out;
+}
+
+// A '+' after an exponent letter that follows a mantissa character, and before a digit, is the
+// exponent's sign ("linear:1e+3", "sum:0x1p+2"), not a separator. No post-op name starts with a
+// digit, so keeping such a '+' never joins two post-ops that would parse apart.
+bool exponent_sign(const std::string& s, std::size_t i) {
+    if (i < 2 || i + 1 >= s.size()) return false;
+    const auto mantissa = static_cast<unsigned char>(s[i - 2]), digit = static_cast<unsigned char>(s[i + 1]);
+    const char e = s[i - 1];
+    return (e == 'e' || e == 'E' || e == 'p' || e == 'P') && (std::isxdigit(mantissa) || mantissa == '.') &&
+           std::isdigit(digit);
+}
+
+std::vector<std::string> split_chain(const std::string& s) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '+' && !exponent_sign(s, i)) {
+            out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += s[i];
         }
     }
     out.push_back(cur);
@@ -206,6 +267,11 @@ PostOp parse_post_op(const std::string& text, std::string* binary_arg) {
         if (name == b.name) {
             op.kind = PostOp::Kind::binary;
             op.binary = b.alg;
+            // The caller resolves the argument through C strings (a file name in the CLI): a NUL
+            // would cut it short and name another file.
+            const auto nul = rest.find('\0');
+            if (nul != std::string::npos)
+                bad(text, "the operand argument '" + rest + "' has a NUL byte at offset " + std::to_string(nul));
             if (binary_arg) *binary_arg = rest;
             return op;
         }
@@ -238,7 +304,7 @@ PostOp parse_post_op(const std::string& text, std::string* binary_arg) {
 PostOps parse_post_ops(const std::string& text, std::vector<std::string>* binary_args) {
     PostOps ops;
     if (text.empty()) return ops;
-    for (const auto& tok : split(text, '+')) {
+    for (const auto& tok : split_chain(text)) {
         std::string arg;
         PostOp op = parse_post_op(tok, &arg);
         if (op.kind == PostOp::Kind::binary && binary_args) binary_args->push_back(arg);

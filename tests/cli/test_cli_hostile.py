@@ -8,10 +8,8 @@ status (README: 0 success, 2 invalid input or usage, 1 other failures); nothing 
 
 The tmpfs cases run the program inside a user + mount namespace (`unshare -rm`), where an
 unprivileged user (and a root that file permissions do not stop) can mount a small or read-only
-tmpfs; they skip where unshare is not allowed.
-
-Tests named *_known_bug_* check what the program should do and does not yet (docs/robustness.md,
-"Findings"); they are marked expectedFailure, so they report "unexpected success" once fixed.
+tmpfs; they skip where unshare is not allowed. The same namespace hides /proc, which write_npy needs
+to name a file made with O_TMPFILE: there it falls back to a named temporary file.
 
 Usage: test_cli_hostile.py --convkit=PATH [unittest args]"""
 import glob
@@ -106,9 +104,10 @@ class Hostile(unittest.TestCase):
 
     # ---- --out on a small tmpfs: full, or read-only ----
 
-    def in_tmpfs(self, size, readonly):
+    def in_tmpfs(self, size, readonly, hide_proc=False):
         """Runs convkit with --out on a fresh tmpfs holding the sentinel as out.npy; returns
-        (exit status, stderr, out.npy's bytes afterwards, the tmpfs's file names afterwards)."""
+        (exit status, stderr, out.npy's bytes afterwards, the tmpfs's file names afterwards).
+        hide_proc: an empty tmpfs over /proc while convkit runs."""
         if not self.unshare:
             self.skipTest("unshare --user --mount is not allowed here")
         mnt = self.p("mnt")
@@ -120,6 +119,7 @@ class Hostile(unittest.TestCase):
             mount -t tmpfs -o size={size} tmpfs '{mnt}' || exit 90
             cp '{self.p("sentinel")}' '{mnt}/out.npy'
             {"mount -o remount,ro '" + mnt + "' || exit 91" if readonly else ""}
+            {"mount -t tmpfs tmpfs /proc || exit 92" if hide_proc else ""}
             {cmd} 2>'{self.p("stderr")}'
             echo $? >'{self.p("status")}'
             cp '{mnt}/out.npy' '{self.p("after")}'
@@ -131,32 +131,41 @@ class Hostile(unittest.TestCase):
         read = lambda n: slurp(self.p(n))  # noqa: E731
         return int(read("status")), read("stderr").decode(), read("after"), read("listing").decode().split()
 
+    # A full or read-only disk is not invalid input: README's exit status for it is 1, not 2
+    # (finding F5: write_npy reported I/O failures as invalid_argument).
+
     def test_out_in_full_directory(self):
         # 64 KiB of tmpfs for a 128 KiB result: the temporary file cannot be written.
         status, err, after, names = self.in_tmpfs("64k", readonly=False)
-        self.assertNotEqual(status, 0)
+        self.assertEqual(status, 1, err)
         self.assertOneLine(err, "out.npy", "No space left on device")
         self.assertEqual(after, SENTINEL, "--out was modified")
         self.assertEqual(names, ["out.npy"], "the temporary file was left behind")
 
     def test_out_in_read_only_directory(self):
         status, err, after, names = self.in_tmpfs("1m", readonly=True)
-        self.assertNotEqual(status, 0)
+        self.assertEqual(status, 1, err)
         self.assertOneLine(err, "out.npy", "Read-only file system")
         self.assertEqual(after, SENTINEL)
         self.assertEqual(names, ["out.npy"])
 
-    @unittest.expectedFailure
-    def test_full_directory_exit_status_is_1_known_bug_F5(self):
-        # A full disk is not invalid input: README's status for it is 1. write_npy reports I/O
-        # failures as invalid_argument, so the program exits with 2.
-        status, _, _, _ = self.in_tmpfs("64k", readonly=False)
-        self.assertEqual(status, 1)
+    def test_out_without_proc_uses_a_named_temporary_file(self):
+        # No /proc: the O_TMPFILE file cannot be given a name, so write_npy writes a named
+        # temporary file and renames it, as before: the result replaces --out, nothing is left.
+        status, err, after, names = self.in_tmpfs("1m", readonly=False, hide_proc=True)
+        self.assertEqual(status, 0, err)
+        with open(self.p("after.npy"), "wb") as f:
+            f.write(after)
+        np.testing.assert_allclose(np.load(self.p("after.npy")), self.expected(), rtol=1e-5, atol=1e-5)
+        self.assertEqual(names, ["out.npy"])
 
-    @unittest.expectedFailure
-    def test_read_only_directory_exit_status_is_1_known_bug_F5(self):
-        status, _, _, _ = self.in_tmpfs("1m", readonly=True)
-        self.assertEqual(status, 1)
+    def test_out_full_without_proc(self):
+        # The named temporary file of the fallback, on a full disk: removed, exit status 1.
+        status, err, after, names = self.in_tmpfs("64k", readonly=False, hide_proc=True)
+        self.assertEqual(status, 1, err)
+        self.assertOneLine(err, "out.npy", "No space left on device", ".tmp.")
+        self.assertEqual(after, SENTINEL)
+        self.assertEqual(names, ["out.npy"])
 
     # ---- killed while writing ----
 
@@ -172,19 +181,14 @@ class Hostile(unittest.TestCase):
         r = subprocess.run([CONVKIT, *self.args(out)], capture_output=True, text=True, timeout=120, preexec_fn=limit)
         return r, out
 
-    def test_killed_mid_write_keeps_out(self):
+    def test_killed_mid_write_keeps_out_and_leaves_nothing(self):
         r, out = self.run_with_file_limit()
         # Killed by SIGXFSZ, or (if the program ignores it) a clean failure with status 1.
         self.assertIn(r.returncode, (-signal.SIGXFSZ, 1), r.stderr)
         with open(out, "rb") as f:
             self.assertEqual(f.read(), SENTINEL, "--out was damaged by a run killed mid-write")
-
-    @unittest.expectedFailure
-    def test_killed_mid_write_leaves_no_partial_file_known_bug_F6(self):
-        # The temporary file has its final directory entry from the start (out.npy.tmp.PID.N), so a
-        # process killed while writing leaves a partial file beside --out. (O_TMPFILE + linkat, or
-        # a handler for the catchable signals, would leave none.)
-        self.run_with_file_limit()
+        # Finding F6: the temporary file had its name (out.npy.tmp.PID.N) from the start, so the
+        # kill left it, partial, beside --out. It has no name now until it is complete.
         self.assertEqual(self.leftovers(self.d, "out.npy"), [])
 
     def test_sigint_sigterm_at_random_times(self):
@@ -225,12 +229,15 @@ class Hostile(unittest.TestCase):
             else:
                 np.testing.assert_allclose(np.load(out), big_want, rtol=1e-5, atol=1e-5, err_msg=what)
                 outcomes["new"] += 1
-            if self.leftovers(self.d, "out.npy"):
+            # The file is complete before it has a name; only a kill between its link to a
+            # temporary name and the rename over --out (two system calls) leaves it, complete.
+            for f in glob.glob(out + ".tmp.*"):
                 leftover_runs += 1
-                for f in glob.glob(out + ".tmp.*"):
-                    os.remove(f)
+                np.testing.assert_allclose(np.load(f), big_want, rtol=1e-5, atol=1e-5,
+                                           err_msg=f"{what}: a partial temporary file was left: {f}")
+                os.remove(f)
         print(f"\nSIGINT/SIGTERM: {outcomes['old']} runs left the old file, {outcomes['new']} wrote the new one, "
-              f"{leftover_runs} left a temporary file (F6)", file=sys.stderr)
+              f"{leftover_runs} left a (complete) temporary file", file=sys.stderr)
 
     # ---- inputs that change or are not regular files ----
 
