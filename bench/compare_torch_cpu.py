@@ -33,6 +33,16 @@ and times PyTorch's conv_transpose2d; `--post-ops=relu` adds an activation that 
 its forward and PyTorch runs as its own op after it.
 
   /usr/bin/python3 bench/compare_torch_cpu.py --driver=deconv --batch=inputs/deconv_unet --dts=f32,bf16 --mb=1
+
+`--layers-csv=FILE` writes one row per layer and configuration, the per-layer file that
+`convkit bench --report=R.html --torch-csv=FILE` draws beside convkit's bars (docs/cli.md):
+name,dir,dt,tag,mb,pytorch_ms,pytorch_mean_ms,convkit_ms, with pytorch_ms PyTorch's best call
+over the rounds, pytorch_mean_ms the anchors' mean and convkit_ms this script's own convkit time.
+Configurations PyTorch cannot run (f16) have no rows; prepacked rows are convkit-only, so none.
+
+  /usr/bin/python3 bench/compare_torch_cpu.py --dirs=fwd --dts=f32 --tags=nhwc --prepacked= --layers-csv=/tmp/pt.csv
+  build/convkit bench --mode=perf --engine=cpu --batch=inputs/resnet_50 --mb=1 --dir=fwd --dt=f32 --tag=nhwc \
+      --report=/tmp/resnet50.html --torch-csv=/tmp/pt.csv
 """
 import argparse
 import csv
@@ -328,6 +338,7 @@ def main():
     ap.add_argument("--calls", type=int, default=5, help="timed PyTorch calls per layer per round")
     ap.add_argument("--max-ms", type=float, default=100, help="convkit bench time budget per layer per round")
     ap.add_argument("--csv", help="write one row per configuration")
+    ap.add_argument("--layers-csv", help="write one row per layer and configuration (for convkit bench --torch-csv)")
     ap.add_argument("--per-layer", action="store_true", help="also print each layer's times")
     ap.add_argument("--first-calls", action="store_true",
                     help="instead: the cost of each layer's first call (fresh processes), beside PyTorch's")
@@ -354,6 +365,8 @@ def main():
         return
     layers = parse_batch(args.batch)
     if args.first_calls:
+        if args.layers_csv:
+            ap.error("--layers-csv writes the timing table's layers; --first-calls has none")
         first_call_table(args, layers)
         return
     total_flops = sum(flops(l, args.mb) for l in layers)
@@ -439,6 +452,25 @@ def main():
             w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
             w.writeheader()
             w.writerows(rows)
+    if args.layers_csv:
+        write_layers_csv(args.layers_csv, configs, best_ck, best_pt, best_pt_mean, args.mb)
+
+
+def write_layers_csv(path, configs, best_ck, best_pt, best_pt_mean, mb):
+    """PyTorch's time per layer of every configuration it ran, beside this script's convkit time."""
+    rows = []
+    for cfg in configs:
+        d, dt, tag, packed = cfg
+        if packed or isinstance(best_pt.get(cfg), str) or cfg not in best_pt:
+            continue
+        for name, t in best_pt[cfg].items():
+            rows.append(dict(name=name, dir=d, dt=dt, tag=tag, mb=mb, pytorch_ms=round(t, 5),
+                             pytorch_mean_ms=round(best_pt_mean[cfg][name], 5),
+                             convkit_ms=round(best_ck[cfg][name], 5) if name in best_ck.get(cfg, {}) else ""))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["name", "dir", "dt", "tag", "mb", "pytorch_ms", "pytorch_mean_ms", "convkit_ms"])
+        w.writeheader()
+        w.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,16 @@ Usage on the GPU machine (cuDNN from the PyTorch wheel on LD_LIBRARY_PATH):
   python3 bench/compare_torch_gpu.py --first-call [--net inputs/resnet_50 --mbs 32 --configs bf16-nhwc]
   python3 bench/compare_torch_gpu.py --driver=deconv --net inputs/deconv_unet --mbs 32 --configs bf16-nhwc,f32-nchw
   python3 bench/compare_torch_gpu.py --check /tmp/dump
+
+--layers-csv FILE (performance mode) writes one row per layer, direction, config and batch, the
+per-layer file that `convkit bench --report=R.html --torch-csv=FILE` draws beside convkit's bars
+(docs/cli.md): name,dir,dt,tag,mb,tf32,config,pytorch_ms,convkit_ms. pytorch_ms is the mean of 20
+back-to-back calls (CUDA events) after 3 warm-ups, as the totals above; tf32 says whether f32 ran
+with TF32 (convkit bench matches it against CONVKIT_ALLOW_TF32); convkit_ms is this script's own
+convkit time for the layer (empty when the harness gave none).
+  python3 bench/compare_torch_gpu.py --mbs 32 --configs bf16-nhwc --layers-csv /tmp/pt_gpu.csv
+  build-gpu/convkit bench --mode=perf --engine=cuda --batch=inputs/resnet_50 --mb=32 --dir=FWD_D,BWD_D,BWD_W --dt=bf16 \
+      --tag=nhwc --report=/tmp/resnet50_gpu.html --torch-csv=/tmp/pt_gpu.csv
 """
 import argparse
 import csv
@@ -218,7 +228,7 @@ def perf(args):
         L['deconv'] = deconv
     dirs = args.dirs.split(',')
     labels = args.configs.split(',') if args.configs else ['bf16-nhwc', 'tf32-nhwc', 'f32-nchw']
-    rows = []
+    rows, layer_rows = [], []
     print(f"{'config':<10} {'mb':>4} {'dir':<6} {'torch_ms':>9} {'convkit_ms':>10} {'torch/convkit':>13}  ({net}, "
           f"{'autotune' if not args.no_autotune else 'heuristics'}, harness {args.harness}"
           f"{', env ' + ' '.join(args.env) if args.env else ''})", flush=True)
@@ -242,6 +252,12 @@ def perf(args):
                 rows.append(dict(net=net, config=label, mb=mb, dir=d, torch_ms=round(th[d], 4), convkit_ms=round(c, 4),
                                  ratio=round(ratio, 3)))
                 print(f'{label:<10} {mb:>4} {d:<6} {th[d]:9.3f} {c:10.3f} {ratio:13.2f}', flush=True)
+            for L in layers:
+                for d in dirs:
+                    c = ck['per_layer'].get((L['name'], d))
+                    layer_rows.append(dict(name=L['name'], dir=d, dt=dt, tag=tag, mb=mb, tf32=int(tf32), config=label,
+                                           pytorch_ms=round(th_layer[(L['name'], d)], 5),
+                                           convkit_ms=round(c[1], 5) if c and c[1] > 0 else ''))
             if args.per_layer:
                 for L in layers:
                     cells = []
@@ -254,6 +270,12 @@ def perf(args):
             for b in ck['bad']:
                 print(f'  convkit problem: {b}', flush=True)
             print(f"  (convkit wall time incl. plan building: {ck['wall']:.1f} s; plans: {ck['plans']})", flush=True)
+    if args.layers_csv:
+        with open(args.layers_csv, 'w', newline='') as f:
+            wr = csv.DictWriter(f, fieldnames=['name', 'dir', 'dt', 'tag', 'mb', 'tf32', 'config', 'pytorch_ms',
+                                               'convkit_ms'])
+            wr.writeheader()
+            wr.writerows(layer_rows)
     with open(os.path.join(args.out, f'compare_{net}{args.suffix}.json'), 'w') as f:
         json.dump(dict(rows=rows, autotune=not args.no_autotune, env=args.env, harness=args.harness,
                        device=torch.cuda.get_device_name(), torch=torch.__version__,
@@ -440,6 +462,8 @@ def main():
                     'PyTorch with cudnn.benchmark=False')
     ap.add_argument('--env', action='append', default=[], help='KEY=VALUE for the convkit processes')
     ap.add_argument('--per-layer', action='store_true')
+    ap.add_argument('--layers-csv', help='write one row per layer, direction, config and batch (for convkit bench '
+                    '--torch-csv)')
     ap.add_argument('--extras', action='store_true', help='fused and tiny-convolution measurements too')
     ap.add_argument('--first-call', action='store_true', help='first-call cost of each new shape')
     ap.add_argument('--torch-first-call', choices=['heuristics', 'benchmark'], help=argparse.SUPPRESS)

@@ -2,7 +2,8 @@
 // (--driver=deconv, convkit's transposed convolution) driver. Problems come from descriptors on
 // the command line and from batch files; each runs in correctness mode (the chosen engine
 // against the reference backend on the same random inputs), performance mode (min and median
-// time over timed batches of calls, GFLOP/s), or both.
+// time over timed batches of calls, GFLOP/s), or both. --report=FILE.html|png adds a picture of
+// the layers' times and a roofline against peaks measured in the same run (tools/report.cpp).
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -10,13 +11,16 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <numeric>
+#include <optional>
 
 #include "cli.hpp"
 #include "cli_common.hpp"
 #include "desc.hpp"
+#include "report.hpp"
 
 namespace convkit::tools {
 
@@ -25,6 +29,7 @@ namespace {
 struct BenchOptions {
     std::vector<std::string> batches, descs;
     std::string driver = "conv", dir = "FWD_B", dt = "f32", tag = "nchw", engine = "auto", post_ops, mode = "both", csv;
+    std::string report, torch_csv;  // --report=FILE.html|png, PyTorch's per-layer times for it
     int64_t mb = 0;
     double max_ms = 300;   // time budget per problem in perf mode
     bool prepack = false;  // forward: weights packed once, ahead of the timed calls
@@ -37,14 +42,15 @@ struct Variant {
     Dir dir;
     bool bias;
     const char* label;
+    std::string given;  // as spelled on the command line, for the report's configuration names
 };
 
 Variant parse_dir(const std::string& s) {
-    if (s == "fwd" || s == "FWD_B") return {Dir::fwd, true, "fwd"};
-    if (s == "FWD_D" || s == "FWD_I") return {Dir::fwd, false, "fwd"};
-    if (s == "bwd_d" || s == "BWD_D") return {Dir::bwd_d, false, "bwd_d"};
-    if (s == "bwd_w" || s == "BWD_W") return {Dir::bwd_w, false, "bwd_w"};
-    if (s == "BWD_WB") return {Dir::bwd_w, true, "bwd_w"};
+    if (s == "fwd" || s == "FWD_B") return {Dir::fwd, true, "fwd", s};
+    if (s == "FWD_D" || s == "FWD_I") return {Dir::fwd, false, "fwd", s};
+    if (s == "bwd_d" || s == "BWD_D") return {Dir::bwd_d, false, "bwd_d", s};
+    if (s == "bwd_w" || s == "BWD_W") return {Dir::bwd_w, false, "bwd_w", s};
+    if (s == "BWD_WB") return {Dir::bwd_w, true, "bwd_w", s};
     throw Error(ErrorKind::invalid_argument,
                 "--dir: '" + s + "' is not one of fwd, bwd_d, bwd_w, FWD_B, FWD_D, BWD_D, BWD_W, BWD_WB");
 }
@@ -288,6 +294,34 @@ Result run_one(const ConvDesc& d, const Variant& v, DType dt, Layout layout, Eng
     return r;
 }
 
+// The run as a shell command, for the report's title.
+std::string command_line(const std::vector<std::string>& args) {
+    std::string cmd = "convkit bench";
+    for (const auto& a : args) {
+        const bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                             "0123456789_./=,:+-@%") == std::string::npos;
+        if (plain) {
+            cmd += " " + a;
+            continue;
+        }
+        cmd += " '";
+        for (char c : a) cmd += c == '\'' ? std::string("'\\''") : std::string(1, c);
+        cmd += "'";
+    }
+    return cmd;
+}
+
+// src + weights + dst, each read or written once: the roofline's bytes.
+double tensor_bytes(const ConvDesc& d, DType dt) {
+    auto prod = [](const std::array<int64_t, 3>& a) { return static_cast<double>(a[0] * a[1] * a[2]); };
+    const double src = static_cast<double>(d.mb * d.ic) * prod(d.in), dst = static_cast<double>(d.mb * d.oc) * prod(d.out);
+    const double wei = static_cast<double>(d.oc) * static_cast<double>(d.ic / d.g) * prod(d.k);
+    return (src + wei + dst) * static_cast<double>(dtype_size(dt));
+}
+
+// What PyTorch rows with a tf32 column are matched against.
+bool uses_tf32(Engine engine, DType dt) { return engine == Engine::cuda && dt == DType::f32 && allow_tf32(); }
+
 }  // namespace
 
 int bench_command(const std::vector<std::string>& args) {
@@ -308,6 +342,12 @@ int bench_command(const std::vector<std::string>& args) {
     app.add_option("--csv", o.csv, "write one row per problem to this CSV file");
     app.add_option("--max-ms-per-prb", o.max_ms, "perf mode time budget per problem (ms)");
     app.add_flag("--prepack", o.prepack, "conv forward: pack the weights once before timing (inference)");
+    app.add_option("--report", o.report,
+                   "write a per-layer report with a roofline against peaks measured here: FILE.html (self-contained, "
+                   "inline SVG) or FILE.png (python3 + matplotlib); needs --mode=perf or both");
+    app.add_option("--torch-csv", o.torch_csv,
+                   "PyTorch's per-layer times for --report: the --layers-csv file of bench/compare_torch_cpu.py or "
+                   "compare_torch_gpu.py (columns name,dir,dt,tag,pytorch_ms[,mb][,tf32])");
     app.add_option("descriptors", o.descs, "problem descriptors, e.g. mb32ic64ih56oc64oh56kh3ph1n\"res2\"");
     std::vector<std::string> rev(args.rbegin(), args.rend());
     try {
@@ -369,6 +409,38 @@ int bench_command(const std::vector<std::string>& args) {
         }
         (void)parse_post_ops(o.post_ops, nullptr);  // reject a malformed chain before any work
 
+        // Everything the report needs is checked here, so that a run that would fail to write it
+        // fails before the benchmarks (and before --csv is truncated).
+        std::optional<ReportWriter> report;
+        TorchTimes torch;
+        if (!o.torch_csv.empty() && o.report.empty())
+            throw Error(ErrorKind::invalid_argument,
+                        "--torch-csv '" + o.torch_csv + "' is read only for a report: add --report=FILE.html or FILE.png");
+        if (!o.report.empty()) {
+            if (o.mode == "corr")
+                throw Error(ErrorKind::invalid_argument, "--report '" + o.report +
+                                                             "' needs performance times: use --mode=perf or --mode=both (got --mode=corr)");
+            report.emplace(o.report);
+            if (!o.torch_csv.empty()) {
+                torch = TorchTimes::read(o.torch_csv);
+                std::size_t matched = 0;
+                for (const auto& v : dirs)
+                    for (DType dt : dts)
+                        for (const auto& tag : tags)
+                            for (const ConvDesc& d : probs)
+                                if (std::isfinite(torch.find(d.name, v.label, to_string(dt), tag, o.mb > 0 ? o.mb : d.mb,
+                                                             uses_tf32(engine, dt))))
+                                    ++matched;
+                if (matched == 0)
+                    throw Error(ErrorKind::invalid_argument,
+                                "--torch-csv '" + o.torch_csv + "': none of its " + std::to_string(torch.rows()) +
+                                        " timed rows matches a layer of this run (rows match by name, dir, dt, tag, and "
+                                        "by mb and tf32 where the file has those columns; this run: --dir=" + o.dir +
+                                        " --dt=" + o.dt + " --tag=" + o.tag +
+                                        (o.mb > 0 ? " --mb=" + std::to_string(o.mb) : std::string()) + ")");
+            }
+        }
+
         std::ofstream csv;
         if (!o.csv.empty()) {
             csv.open(o.csv);
@@ -381,6 +453,38 @@ int bench_command(const std::vector<std::string>& args) {
         // Which kernels the figures come from (ISA, library version, threads).
         const std::string info = engine_info(engine);
         std::printf("# engine %s%s%s\n", to_string(engine), info.empty() ? "" : ": ", info.c_str());
+        ReportData rd;
+        // The peaks are measured before the layers and again after them, and the better of the two
+        // kept: a burst of other work on the machine during one measurement would otherwise put
+        // the roof under the layers.
+        auto measure_peaks = [&] {
+            if (tty) std::fprintf(stderr, "measuring the memory and compute peaks for --report...");
+            auto better = [](double now, double before) {
+                return std::isfinite(now) && (!std::isfinite(before) || now > before);
+            };
+            MemoryPeak m = measure_memory_bandwidth(engine);
+            if (rd.memory.note.empty() || better(m.gbs, rd.memory.gbs)) rd.memory = m;
+            for (DType dt : dts) {
+                ComputePeak c = measure_compute_peak(engine, dt);
+                auto it = std::find_if(rd.compute.begin(), rd.compute.end(), [&](const ComputePeak& p) { return p.dt == c.dt; });
+                if (it == rd.compute.end()) rd.compute.push_back(c);
+                else if (better(c.gflops, it->gflops)) *it = c;
+            }
+            if (tty) std::fprintf(stderr, "\r\033[K");
+        };
+        if (report) {
+            rd.engine = std::string(to_string(engine)) + (info.empty() ? "" : ": " + info);
+            rd.command = command_line(args);
+            rd.torch_csv = o.torch_csv;
+            rd.torch_rows = torch.rows();
+            char host[256] = "";
+            if (gethostname(host, sizeof host - 1) == 0) rd.host = host;
+            const std::time_t now = std::time(nullptr);
+            char date[64];
+            std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
+            rd.date = date;
+            measure_peaks();
+        }
         std::printf("%-22s %-6s %-5s %-5s %4s %-12s %10s %10s %9s %9s %10s\n", "name", "dir", "dt", "tag", "mb", "status",
                     "min_ms", "med_ms", "GFLOP/s", "max_err", "first_ms");
         for (const auto& v : dirs)
@@ -403,6 +507,23 @@ int bench_command(const std::vector<std::string>& args) {
                         sum_min += r.tmin;
                         sum_first += r.tfirst;
                         sum_flops += d.flops();
+                        if (report) {
+                            ReportLayer l;
+                            l.config = std::string(v.label) + (v.given != v.label ? " (" + v.given + ")" : "") + " " +
+                                       to_string(dt) + " " + tag;
+                            l.name = d.name;
+                            l.descriptor = d.str();
+                            l.dir = v.label;
+                            l.dt = to_string(dt);
+                            l.tag = tag;
+                            l.mb = d.mb;
+                            l.status = r.status;
+                            l.ms = r.status == "unsupported" ? NAN : r.tmin;
+                            l.flops = d.flops();
+                            l.bytes = tensor_bytes(d, dt);
+                            l.torch_ms = torch.find(d.name, v.label, l.dt, tag, d.mb, uses_tf32(engine, dt));
+                            rd.layers.push_back(std::move(l));
+                        }
                         if (csv)
                             csv << d.name << "," << v.label << "," << to_string(dt) << "," << tag << "," << d.mb << ",\""
                                 << d.str() << "\"," << r.status << "," << r.tmin << "," << r.tmed << "," << r.gflops << "," << r.tfirst << "\n";
@@ -411,6 +532,20 @@ int bench_command(const std::vector<std::string>& args) {
                         std::printf("%-22s %-6s %-5s %-5s %4s %-12s %10.4f %10s %9.1f %9s %10.3f\n", "total", v.label, to_string(dt),
                                     tag.c_str(), "", "", sum_min, "", sum_flops / (sum_min * 1e6), "", sum_first);
                 }
+        if (report) {
+            measure_peaks();
+            std::printf("# peak memory: %.1f GB/s (%s; the better of before and after the layers)\n", rd.memory.gbs,
+                        rd.memory.note.c_str());
+            for (const auto& p : rd.compute)
+                std::printf("# peak compute %s: %.1f GFLOP/s (%s; the better of before and after the layers)\n",
+                            p.dt.c_str(), p.gflops, p.note.c_str());
+            report->write(rd);
+            std::size_t with_torch = 0;
+            for (const auto& l : rd.layers) with_torch += std::isfinite(l.torch_ms) ? 1 : 0;
+            std::printf("# report: %s (%zu layers", report->path().c_str(), rd.layers.size());
+            if (!o.torch_csv.empty()) std::printf(", PyTorch times for %zu", with_torch);
+            std::printf(")\n");
+        }
     } catch (...) {
         return report_error("bench");
     }
