@@ -115,7 +115,7 @@ Dims strides_for(Gen& g, const Dims& sizes) {
         __int128 s = kind == 3 ? 1 + g.byte() % 3 : 1;  // 3: every element `s` apart
         for (int i = 0; i < r; ++i) {
             st[order[i]] = static_cast<int64_t>(s);
-            s *= std::max<int64_t>(sizes[order[i]], 1) + (kind == 4 && i == 0 ? 1 + g.byte() % 3 : 0);
+            s *= static_cast<__int128>(std::max<int64_t>(sizes[order[i]], 1)) + (kind == 4 && i == 0 ? 1 + g.byte() % 3 : 0);
             if (s > std::numeric_limits<int64_t>::max()) s = std::numeric_limits<int64_t>::max();
         }
         return st;

@@ -280,4 +280,27 @@ TEST(Validation, HugeDilationOfAOneTapKernelRuns) {
 }
 #endif
 
+
+// Sizes and strides at the edge of int64, from the API fuzzer's long run (docs/robustness.md F10):
+// each is refused with a message naming the function, where it used to overflow (UBSan).
+TEST(Validation, Int64EdgeSizesAreRefusedNotOverflowed) {
+    const int64_t big = std::numeric_limits<int64_t>::max();
+    ConvTransposeParams tp;
+    tp.padding_l = {big};
+    tp.padding_r = {big};
+    expect_error([&] { conv_transpose_output_shape({1, 1, 4}, {1, 1, 3}, tp); }, ErrorKind::invalid_argument,
+                 {"conv_transpose_output_shape: ", "overflows int64"});
+    // Strides whose last element lies past int64 (each size alone is fine).
+    float x = 0;
+    TensorView src(&x, DType::f32, Dims{5, 1, 1}, Dims{3806762936143815496, 1, 1}, Device::cpu());
+    Tensor w(DType::f32, {1, 1, 1}), y(DType::f32, {5, 1, 1});
+    expect_error([&] { convolution_forward(y, src, w, TensorView(), ConvParams(), PostOps(), Stream(), {}, kRef); },
+                 ErrorKind::invalid_argument, {"convolution_forward: src sizes", "offset of the last element overflows int64"});
+    // dst's sizes overflow although src's and the weights' do not.
+    TensorView s2(nullptr, DType::f32, Dims{int64_t(1) << 30, 1, 1, 1}, Device::cpu());
+    TensorView w2(&x, DType::f32, Dims{int64_t(1) << 40, 1, 1, 1}, Device::cpu());
+    expect_error([&] { prepack_weights(w2, s2, ConvParams(), PostOps(), kRef); }, ErrorKind::invalid_argument,
+                 {"prepack_weights: dst size overflows int64"});
+}
+
 }  // namespace

@@ -3,6 +3,7 @@
 // it dense tensors (copying strided ones through temporaries) and run it.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -66,6 +67,14 @@ void check_tensor(const Names& n, const char* name, const TensorView& t, bool ne
     } catch (const Error&) {
         fail(n, std::string(name) + " sizes " + t.sizes.str() + ": the element count overflows int64");
     }
+    // The last element's offset must be an int64 too (strides are free; sizes alone were checked).
+    int64_t last = 0;
+    for (int i = 0; i < t.rank() && numel > 0; ++i) {
+        int64_t off;
+        if (__builtin_mul_overflow(t.sizes[i] - 1, t.strides[i], &off) || __builtin_add_overflow(last, off, &last))
+            fail(n, std::string(name) + " sizes " + t.sizes.str() + " with strides " + t.strides.str() +
+                        ": the offset of the last element overflows int64");
+    }
     if (need_data && numel > 0 && !t.data)
         fail(n, std::string(name) + " has " + std::to_string(numel) + " elements but a null data pointer");
 }
@@ -98,7 +107,9 @@ bool self_overlapping(const TensorView& t) {
         int i = idx[j];
         if (t.sizes[i] <= 1) continue;
         if (t.strides[i] < need) return true;
-        need = t.strides[i] * t.sizes[i];
+        // check_tensor bounds the span by int64; the next dimension's start may still not fit, and
+        // then no stride of an existing tensor reaches it.
+        if (__builtin_mul_overflow(t.strides[i], t.sizes[i], &need)) need = INT64_MAX;
     }
     return false;
 }
@@ -317,19 +328,25 @@ post_ops:
             if (op.kind == PostOp::Kind::sum) pd.scale = op.scale;
             // oneDNN refuses non-finite post-op parameters (a backend error deep in the call); they
             // are refused here, for every engine alike, with the value.
-            for (double x : {pd.alpha, pd.beta, pd.scale})
-                if (!std::isfinite(x)) {
-                    if (v) {
-                        v->stage = Validation::post_op_params;
-                        v->problem = p;
-                        v->problem.n_post_ops = i + 1;
-                        v->problem.src_layout = c.src.layout();
-                        v->problem.wei_layout = c.wei.layout();
-                        v->problem.dst_layout = c.dst.layout();
-                    }
-                    fail(n, "post-op " + std::to_string(i) + " (" + op.str() + ") has a non-finite parameter " +
-                                std::to_string(x) + " (alpha, beta and scale must be finite)");
+            // Refused here for every engine alike: non-finite parameters (oneDNN refuses them deep in
+            // the call) and clip bounds out of order (as the text parser does).
+            const bool bad_clip = op.kind == PostOp::Kind::eltwise && op.eltwise == EltwiseAlg::clip && pd.alpha > pd.beta;
+            const bool non_finite = !std::isfinite(pd.alpha) || !std::isfinite(pd.beta) || !std::isfinite(pd.scale);
+            if (non_finite || bad_clip) {
+                if (v) {
+                    v->stage = Validation::post_op_params;
+                    v->problem = p;
+                    v->problem.n_post_ops = i + 1;
+                    v->problem.src_layout = c.src.layout();
+                    v->problem.wei_layout = c.wei.layout();
+                    v->problem.dst_layout = c.dst.layout();
                 }
+                if (non_finite)
+                    fail(n, "post-op " + std::to_string(i) + " (" + op.str() + ") has a non-finite parameter " +
+                                "(alpha, beta and scale must be finite)");
+                fail(n, "post-op " + std::to_string(i) + " (" + op.str() + ") clips to [" + std::to_string(pd.alpha) + ", " +
+                            std::to_string(pd.beta) + "]: the lower bound must not exceed the upper");
+            }
             if (op.kind == PostOp::Kind::binary) {
                 const std::string nm = "post-op " + std::to_string(i) + " (" + op.str() + ") operand";
                 const TensorView& t = op.operand;
@@ -634,7 +651,10 @@ TransposedShape transposed_shape(const Names& n, const Dims& src, const Dims& we
         const int64_t grown = checked_add(checked_mul(in - 1, s, "output size", n.fn),
                                           checked_add(checked_mul(dl, k - 1, "dilated kernel", n.fn), op + 1, "output size", n.fn),
                                           "output size", n.fn);
-        const int64_t out = grown - l - rr;
+        int64_t out;
+        if (__builtin_sub_overflow(grown, l, &out) || __builtin_sub_overflow(out, rr, &out))
+            fail(n, "output size " + d + " overflows int64 ((" + std::to_string(in) + " - 1) * " + std::to_string(s) +
+                        " - " + std::to_string(l) + " - " + std::to_string(rr) + " + ...)");
         if (out < 1)
             fail(n, std::string(n.dst) + " size " + d + " would be " + std::to_string(out) + " = (" + std::to_string(in) +
                         " - 1) * " + std::to_string(s) + " - " + std::to_string(l) + " - " + std::to_string(rr) + " + " +
@@ -732,6 +752,10 @@ PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, 
     core::check_tensor(n, "src", src, false);  // before its layout is asked (sizes that overflow)
     Dims dst_sizes = core::shape_problem(n, src.sizes, weights.sizes, params).dst_dims();
     Layout dl = src.is_dense() ? src.layout() : Layout::channels_first;
+    // The dense strides of dst (sizes 0 count as 1 there) must be int64s.
+    int64_t span = 1;
+    for (int64_t v : dst_sizes) span = core::checked_mul(span, std::max<int64_t>(v, 1), "dst size", n.fn);
+    (void)span;
     TensorView dst = TensorView::with_layout(nullptr, src.dtype, dst_sizes, dl, src.device);
     Stream stream;
     std::vector<Event> deps;

@@ -2,6 +2,7 @@
 // (one LRU of everything built per problem), turns oneDNN failures into convkit::Errors at the
 // boundary, applies the thread-count override, and dispatches f32/bf16 to oneDNN plans and f64 to
 // convkit's im2col + OpenBLAS path (oneDNN has no f64 convolutions).
+#include <climits>
 #include <omp.h>
 
 #include <atomic>
@@ -110,6 +111,14 @@ public:
 
     std::string check(const ConvProblem& p) const override {
         if (!p.device.is_cpu()) return "the cpu engine runs host tensors only";
+        // oneDNN 2.6 refuses descriptors with such values (found by fuzzing: a 2^62 stride over a
+        // single window); the reference engine takes them. A 1-tap kernel's dilation is handed to
+        // oneDNN as dense (dnnl_builder.cpp), so it may be anything.
+        const int64_t lim = INT32_MAX;
+        for (int i = 0; i < p.nsp; ++i)
+            if (p.in[i] > lim || p.out[i] > lim || p.k[i] > lim || p.stride[i] > lim || p.padding_l[i] > lim ||
+                p.padding_r[i] > lim || p.padding_r[i] < -lim || (p.k[i] > 1 && p.dilation[i] > lim))
+                return "oneDNN 2.6 takes spatial sizes, strides, paddings and dilations below 2^31";
         return "";
     }
 
