@@ -17,37 +17,12 @@
 #include "convkit/convkit.h"
 #include "convkit/convkit.hpp"
 #include "desc.hpp"
+#include "support/capture.hpp"
 
 using namespace convkit;
+using convkit::test::capture_stderr;
 
 namespace {
-
-// Everything written to stderr (fd 2) while `fn` runs.
-std::string capture_stderr(const std::function<void()>& fn) {
-    std::fflush(stderr);
-    const int saved = dup(2);
-    FILE* tmp = std::tmpfile();
-    dup2(fileno(tmp), 2);
-    try {
-        fn();
-    } catch (...) {
-        std::fflush(stderr);
-        dup2(saved, 2);
-        close(saved);
-        std::fclose(tmp);
-        throw;
-    }
-    std::fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    std::string out;
-    std::rewind(tmp);
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, tmp)) > 0) out.append(buf, n);
-    std::fclose(tmp);
-    return out;
-}
 
 std::vector<std::string> lines_with(const std::string& text, const std::string& prefix) {
     std::vector<std::string> out;

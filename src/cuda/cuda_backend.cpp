@@ -10,6 +10,7 @@
 
 #include "core/backend.hpp"
 #include "core/lru_cache.hpp"
+#include "core/trace.hpp"
 #include "cuda/cuda_api.hpp"
 #include "cuda/cuda_util.hpp"
 #include "cuda/handles.hpp"
@@ -131,7 +132,11 @@ private:
         std::shared_ptr<const Plan>& slot = entry->plan[aligned ? 0 : 1];
         if (!slot) {
             HandleLease h(dev);
+            // The cache holds entries; the plan is built here, so the trace times it here.
+            const bool traced = core::trace::level() >= 2;
+            const double t0 = traced ? core::trace::now_ms() : 0;
             slot = build_plan(p, aligned, h.get(), s);
+            if (traced) core::trace::note_miss(core::trace::now_ms() - t0);
         }
         return slot;
     }

@@ -78,13 +78,19 @@ int time_plans(const std::vector<Desc>& plans, const GraphSpec& g, DType dt, cud
 
 // The tune file's choice for `key` into *c, if its plan still loads (from its JSON, else from the
 // engine index and knobs).
-bool load_tuned(const std::string& key, const Desc& graph, cudnnHandle_t h, Choice* c) {
+// With autotuning on, an entry that only saved heuristics' runtime-compiled pick is not a tuned
+// choice: the problem is tuned (and the entry replaced).
+bool load_tuned(const std::string& key, const Desc& graph, cudnnHandle_t h, bool tuning, Choice* c) {
     TunedChoice tc;
     if (!tune_lookup(key, &tc)) return false;
+    if (tuning && !tc.tuned) return false;
     std::string w;
     if (!tc.json.empty()) c->plan = make_plan_from_json(h, tc.json, &w);
     if (!c->plan && tc.engine_index >= 0) c->plan = make_plan_from_engine(h, graph, tc.engine_index, tc.knobs, &w);
-    if (!c->plan) return false;
+    if (!c->plan) {
+        tune_warn("the entry for " + key + " no longer builds (" + w + "); choosing again");
+        return false;
+    }
     c->engine_index = tc.engine_index;
     c->knobs = tc.knobs;
     c->name = "eng" + std::to_string(tc.engine_index) + " (tune file)";
@@ -101,6 +107,7 @@ public:
         int64_t engine_index;
         std::vector<std::pair<int64_t, int64_t>> knobs;
         std::string name;
+        bool runtime_compiled;
     };
 
     Search(const ConvProblem& p, cudnnHandle_t h)
@@ -146,7 +153,7 @@ public:
                 last_why_ = cand.name() + ": " + w;
                 continue;
             }
-            built_.push_back(Built{std::move(plan), cand.engine_index, cand.knobs, cand.name()});
+            built_.push_back(Built{std::move(plan), cand.engine_index, cand.knobs, cand.name(), cand.runtime_compiled});
         }
     }
 
@@ -201,8 +208,8 @@ Choice choose(const ConvProblem& p, const GraphSpec& g, const Desc& graph, const
               std::string* why) {
     Choice c;
     const std::string key = tune_key(p, variant, g.alignment);
-    if (load_tuned(key, graph, h, &c)) return c;
     Search s(p, h);
+    if (load_tuned(key, graph, h, s.tune(), &c)) return c;
     if (!s.tune()) {
         // Heuristics only: mode A's first eligible configuration that finalizes; FALLBACK (a
         // second heuristics query, tens of ms) only when mode A had none.
@@ -238,11 +245,14 @@ Choice choose(const ConvProblem& p, const GraphSpec& g, const Desc& graph, const
     c.engine_index = b.engine_index;
     c.knobs = b.knobs;
     c.name = b.name;
-    if (s.tune()) {
+    // Tuned choices persist; so do heuristics' runtime-compiled plans, whose NVRTC compile (0.3-2 s)
+    // a new process would pay again, while their JSON reloads in ~2 ms (docs/cuda.md).
+    if (s.tune() || b.runtime_compiled) {
         TunedChoice out;
         out.engine_index = c.engine_index;
         out.knobs = b.knobs;
         out.json = plan_json(c.plan);
+        out.tuned = s.tune();
         tune_store(key, out);
     }
     return c;

@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <optional>
 
 #include "cuda/cuda_util.hpp"
 #include "cuda/engine_choice.hpp"
@@ -83,6 +84,8 @@ public:
         if (workspace_ > 0) ws = make_buffer(p.device, static_cast<std::size_t>(workspace_), s, "cuDNN workspace");
         if (padded_) padded = make_buffer(p.device, pad_bytes_, s, "padded input");
         if (conv_to_temp_) temp = make_buffer(p.device, temp_bytes_, s, "convolution result temporary");
+        std::optional<BiasGradPass> bias_grad;
+        if (bias_grad_) bias_grad.emplace(p, a, s);
         const int es = static_cast<int>(dtype_size(p.dt));
         // The activation the padding applies to: src (fwd, bwd_w) or diff_src (bwd_d, an output).
         const TensorView& act = a.src;
@@ -110,7 +113,7 @@ public:
             e.in = conv_to_temp_ ? temp.data() : out.data;
             launch_epilogue(e, s);
         }
-        if (bias_grad_) run_bias_grad(p, a, s);
+        if (bias_grad) bias_grad->run(s);
     }
 
 private:

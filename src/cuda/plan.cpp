@@ -20,7 +20,7 @@ core::Buffer make_buffer(Device dev, std::size_t bytes, cudaStream_t s, const ch
         return core::Buffer(dev, bytes, s);
     } catch (const std::bad_alloc&) {
         throw Error(ErrorKind::out_of_memory, std::string("cuda: allocating the ") + what + " (" + std::to_string(bytes) +
-                                                  " bytes on " + dev.str() + ") failed: the allocator threw std::bad_alloc");
+                                                  " bytes on " + dev.str() + ") failed: out of memory (the allocator threw std::bad_alloc)");
     }
 }
 
@@ -73,9 +73,9 @@ EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a, co
     return e;
 }
 
-void run_bias_grad(const core::ConvProblem& p, const core::ConvArgs& a, cudaStream_t s) {
+BiasGradPass::BiasGradPass(const core::ConvProblem& p, const core::ConvArgs& a, cudaStream_t s) {
     const core::ConvProblem v = p.epilogue_view();
-    BiasGradArgs b;
+    BiasGradArgs& b = args_;
     b.dt = p.dt;
     b.n = v.mb;
     b.c = v.oc;
@@ -84,10 +84,11 @@ void run_bias_grad(const core::ConvProblem& p, const core::ConvArgs& a, cudaStre
     b.diff_dst = core::epilogue_tensor(p, a).data;
     b.diff_bias = a.bias.data;
     b.bias_stride = a.bias.strides[0];
-    core::Buffer partial = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");
-    b.partial = partial.data();
-    launch_bias_grad(b, s);
+    partial_ = make_buffer(p.device, bias_grad_scratch_bytes(b), s, "bias-gradient scratch");
+    b.partial = partial_.data();
 }
+
+void BiasGradPass::run(cudaStream_t s) { launch_bias_grad(args_, s); }
 
 Counters& counters() {
     static auto* c = new Counters;

@@ -94,9 +94,18 @@ void fill_epilogue_template(const core::ConvProblem& p, EpilogueArgs* e);
 EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a, const TensorView& out);
 inline EpilogueArgs epilogue_args(const EpilogueArgs& tmpl, const core::ConvArgs& a) { return epilogue_args(tmpl, a, a.dst); }
 
-// diff_bias from diff_dst, or from src in a transposed problem (our deterministic reduction),
-// enqueued on `s`.
-void run_bias_grad(const core::ConvProblem& p, const core::ConvArgs& a, cudaStream_t s);
+// diff_bias from diff_dst, or from src in a transposed problem (our deterministic reduction).
+// Made (its scratch allocated) before a plan writes any output, so a failed allocation leaves
+// the outputs as they were; run() enqueues it on `s`.
+class BiasGradPass {
+public:
+    BiasGradPass(const core::ConvProblem& p, const core::ConvArgs& a, cudaStream_t s);
+    void run(cudaStream_t s);
+
+private:
+    BiasGradArgs args_;
+    core::Buffer partial_;
+};
 
 // How plans were obtained since the last clear_cache (cuda_api.hpp's PlanCounters).
 struct Counters {

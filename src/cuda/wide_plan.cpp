@@ -7,6 +7,8 @@
 // dilated 3D layer came out 6 bf16 ulps off an f32-accumulated result (rounded partial sums).
 // Larger backward-weights keep the 16-bit engines: an f32 result there ran 2-6x slower (H100,
 // ResNet-50 mb 32). CONVKIT_CUDA_WIDE=0 turns it off. See docs/cuda.md, "Plan kinds".
+#include <optional>
+
 #include "cuda/graph_spec.hpp"
 #include "cuda/plan.hpp"
 #include "cuda/settings.hpp"
@@ -49,6 +51,8 @@ public:
             return v;
         };
         const bool fwd = p.dir == Direction::fwd, bwd_d = p.dir == Direction::bwd_d;
+        std::optional<BiasGradPass> bias_grad;
+        if (bias_grad_ && !fwd && !bwd_d) bias_grad.emplace(p, a, s);
         core::Buffer x, w, y;
         ConvArgs wa;
         wa.src = widened(a.src, &x, !bwd_d, bwd_d ? "f32 convolution result" : "f32 copy of src");
@@ -66,7 +70,7 @@ public:
             e.in = w.data();
             e.out = a.weights.data;
             launch_epilogue(e, s);
-            if (bias_grad_) run_bias_grad(p, a, s);
+            if (bias_grad) bias_grad->run(s);
         }
     }
 
