@@ -10,34 +10,12 @@
 
 namespace convkit::tools {
 
-namespace {
-
-// The list may come from the C++ API with any byte in it: a NUL would end what() early.
-std::string printable(const std::string& s) {
-    std::string out;
-    for (char ch : s) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c == 0) {
-            out += "\\0";
-        } else if (c < 0x20 || c == 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", c);
-            out += buf;
-        } else {
-            out += ch;
-        }
-    }
-    return out;
-}
-
-}  // namespace
-
 Dims parse_list(const std::string& text, const char* what) {
     Dims d;
     std::string cur;
     auto flush = [&](bool last) {
         if (cur.empty())
-            throw Error(ErrorKind::invalid_argument, std::string(what) + ": '" + printable(text) +
+            throw Error(ErrorKind::invalid_argument, std::string(what) + ": '" + text +
                                                          "' is not a comma-separated list of integers" +
                                                          (last ? "" : " (empty entry)"));
         errno = 0;
@@ -45,10 +23,10 @@ Dims parse_list(const std::string& text, const char* what) {
         long long v = std::strtoll(cur.c_str(), &end, 10);
         // The end of the entry, not the first NUL, where strtoll stops too ("2\0junk" reads as 2).
         if (end != cur.data() + cur.size() || errno == ERANGE)
-            throw Error(ErrorKind::invalid_argument, std::string(what) + ": '" + printable(cur) + "' in '" +
-                                                         printable(text) + "' is not an integer");
+            throw Error(ErrorKind::invalid_argument, std::string(what) + ": '" + cur + "' in '" +
+                                                         text + "' is not an integer");
         if (d.rank() == Dims::max_rank)
-            throw Error(ErrorKind::invalid_argument, std::string(what) + ": '" + printable(text) + "' has more than " +
+            throw Error(ErrorKind::invalid_argument, std::string(what) + ": '" + text + "' has more than " +
                                                          std::to_string(Dims::max_rank) + " values");
         d.push_back(v);
         cur.clear();

@@ -40,8 +40,23 @@ const Names kFwd{"convolution_forward", "src", "weights", "dst", "bias"};
 const Names kBwdD{"convolution_backward_data", "diff_src", "weights", "diff_dst", "bias"};
 const Names kBwdW{"convolution_backward_weights", "src", "diff_weights", "diff_dst", "diff_bias"};
 
+// `e` again with the reproducer of its problem (as it is where there is none, or it has one).
+[[noreturn]] void rethrow_with(const Error& e, const std::string& repro) {
+    if (repro.empty() || !e.reproducer().empty()) throw e;
+    throw Error(e.kind(), e.what(), repro);
+}
+
 [[noreturn]] void fail(const Names& n, const std::string& msg) {
     throw Error(ErrorKind::invalid_argument, std::string(n.fn) + ": " + msg);
+}
+
+std::string str128(__int128 v) {
+    if (v >= INT64_MIN && v <= INT64_MAX) return std::to_string(static_cast<int64_t>(v));
+    std::string s;
+    const bool neg = v < 0;
+    unsigned __int128 u = neg ? -static_cast<unsigned __int128>(v) : static_cast<unsigned __int128>(v);
+    while (u) s.insert(s.begin(), static_cast<char>('0' + static_cast<int>(u % 10))), u /= 10;
+    return neg ? "-" + s : s;
 }
 
 std::string sp_name(int i, int nsp) {
@@ -194,15 +209,20 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
         if (p.padding_l[i] < 0) fail(n, "padding_l " + d + " must be >= 0, got " + std::to_string(p.padding_l[i]));
         if (p.padding_r[i] < 0 && !negative_pr)
             fail(n, "padding_r " + d + " must be >= 0, got " + std::to_string(p.padding_r[i]));
-        int64_t padded = checked_add(checked_add(p.in[i], p.padding_l[i], "padded size", n.fn), p.padding_r[i], "padded size", n.fn);
-        int64_t ext = checked_add(checked_mul(p.dilation[i], p.k[i] - 1, "dilated kernel", n.fn), 1, "dilated kernel", n.fn);
+        // In 128 bits: the padded size or the dilated kernel may pass int64 while the output does
+        // not (a huge padding and kernel), and the answer is then an ordinary size.
+        const __int128 padded = static_cast<__int128>(p.in[i]) + p.padding_l[i] + p.padding_r[i];
+        const __int128 ext = static_cast<__int128>(p.dilation[i]) * (p.k[i] - 1) + 1;
         if (padded < ext)
             fail(n, std::string(n.src) + " size " + d + " with padding (" + std::to_string(p.in[i]) + " + " +
                         std::to_string(p.padding_l[i]) + " + " + std::to_string(p.padding_r[i]) + " = " +
-                        std::to_string(padded) + ") is smaller than the dilated kernel (" +
-                        std::to_string(p.dilation[i]) + " * (" + std::to_string(p.k[i]) + " - 1) + 1 = " +
-                        std::to_string(ext) + ")");
-        p.out[i] = (padded - ext) / p.stride[i] + 1;
+                        str128(padded) + ") is smaller than the dilated kernel (" + std::to_string(p.dilation[i]) +
+                        " * (" + std::to_string(p.k[i]) + " - 1) + 1 = " + str128(ext) + ")");
+        const __int128 out = (padded - ext) / p.stride[i] + 1;
+        if (out > INT64_MAX)
+            fail(n, "dst size " + d + " overflows int64 ((" + str128(padded) + " - " + str128(ext) + ") / " +
+                        std::to_string(p.stride[i]) + " + 1)");
+        p.out[i] = static_cast<int64_t>(out);
     }
     return p;
 }
@@ -465,7 +485,7 @@ Event run(const Call& c) {
         else if (v.stage == Validation::post_op_params)
             repro = trace::reproducer(v.problem, td);
         if (repro.empty()) throw;
-        throw Error(e.kind(), trace::with_reproducer(e.what(), repro));
+        core::rethrow_with(e, repro);
     }
     // Tracing costs this load and branch when off.
     const int tl = trace::level();
@@ -476,7 +496,7 @@ Event run(const Call& c) {
             // invalid_argument past validation is the caller's setup (options against tensors,
             // packed weights, the allocator's memory): no problem to reproduce.
             if (e.kind() == ErrorKind::invalid_argument) throw;
-            throw Error(e.kind(), trace::with_reproducer(e.what(), trace::reproducer(p, td)));
+            core::rethrow_with(e, trace::reproducer(p, td));
         }
     }
     if (tl >= 2) trace::take_lookups();  // this call's lookups only
@@ -487,7 +507,7 @@ Event run(const Call& c) {
         done.wait();
     } catch (const Error& e) {
         if (e.kind() == ErrorKind::invalid_argument) throw;
-        throw Error(e.kind(), trace::with_reproducer(e.what(), trace::reproducer(p, td)));
+        core::rethrow_with(e, trace::reproducer(p, td));
     }
     const double ms = trace::now_ms() - t0;
     Backend* b = find_backend(td.engine);
@@ -701,7 +721,7 @@ Event run_transposed(Direction tdir, const TensorView& src, const TensorView& we
                                                         prm.dilation, prm.output_padding, prm.groups, true, src.dtype,
                                                         src.device.is_cuda() ? Engine::cuda : options.engine);
         if (repro.empty()) throw;
-        throw Error(e.kind(), trace::with_reproducer(e.what(), repro));
+        core::rethrow_with(e, repro);
     }
     if (dst.rank() != src.rank())
         fail(n, std::string(n.dst) + " has rank " + std::to_string(dst.rank()) + " " + dst.sizes.str() + " but " + n.src +
@@ -730,7 +750,7 @@ Dims output_shape(const Dims& src_sizes, const Dims& weights_sizes, const ConvPa
                 core::trace::raw_reproducer(src_sizes, weights_sizes, params.stride, params.padding_l, params.padding_r,
                                             params.dilation, Dims(), params.groups, false, DType::f32, Engine::automatic);
         if (repro.empty()) throw;
-        throw Error(e.kind(), core::trace::with_reproducer(e.what(), repro));
+        core::rethrow_with(e, repro);
     }
 }
 
@@ -773,7 +793,7 @@ PackedWeights prepack_weights(const TensorView& weights, const TensorView& src, 
         if (p.wei_layout != Layout::strided) impl->handle = b->prepack(p, weights);
     } catch (const Error& e) {
         if (e.kind() == ErrorKind::invalid_argument) throw;
-        throw Error(e.kind(), core::trace::with_reproducer(e.what(), core::trace::reproducer(p, td)));
+        core::rethrow_with(e, core::trace::reproducer(p, td));
     }
     impl->sizes = weights.sizes;
     impl->dtype = weights.dtype;
@@ -835,7 +855,7 @@ Dims conv_transpose_output_shape(const Dims& src_sizes, const Dims& weights_size
                                                               params.padding_r, params.dilation, params.output_padding,
                                                               params.groups, true, DType::f32, Engine::automatic);
         if (repro.empty()) throw;
-        throw Error(e.kind(), core::trace::with_reproducer(e.what(), repro));
+        core::rethrow_with(e, repro);
     }
 }
 

@@ -129,27 +129,8 @@ std::string PostOps::str() const {
 
 namespace {
 
-// The text comes from the C++ API as well as from argv, so it may hold any byte: control bytes
-// are written as escapes, since a NUL would end what() there (and the explanation with it).
-std::string printable(const std::string& s) {
-    std::string out;
-    for (char ch : s) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c == 0) {
-            out += "\\0";
-        } else if (c < 0x20 || c == 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", c);
-            out += buf;
-        } else {
-            out += ch;
-        }
-    }
-    return out;
-}
-
 [[noreturn]] void bad(const std::string& text, const std::string& why) {
-    throw Error(ErrorKind::invalid_argument, printable("post-op '" + text + "': " + why));
+    throw Error(ErrorKind::invalid_argument, "post-op '" + text + "': " + why);
 }
 
 double parse_number(const std::string& text, const std::string& field, const char* what) {

@@ -309,10 +309,6 @@ std::string raw_reproducer(const Dims& src, const Dims& wei, const Dims& stride,
     return s;
 }
 
-std::string with_reproducer(const std::string& message, const std::string& repro) {
-    if (repro.empty() || message.find("\nreproduce: ") != std::string::npos) return message;
-    return message + "\nreproduce: " + repro;
-}
 
 void note_hit() { ++t_lookups.hits; }
 void note_miss(double ms) {

@@ -37,8 +37,6 @@ std::string reproducer(const ConvProblem& p, const CallDesc& c);
 std::string raw_reproducer(const Dims& src, const Dims& wei, const Dims& stride, const Dims& padding_l,
                            const Dims& padding_r, const Dims& dilation, const Dims& output_padding, int64_t groups, bool transposed,
                            DType dt, Engine engine);
-// `message` with the reproducer appended on its own line ("" leaves it as it is).
-std::string with_reproducer(const std::string& message, const std::string& repro);
 
 // Plan-cache lookups of the calling thread since the last take_lookups() (level 2 only).
 struct Lookups {
