@@ -1090,8 +1090,11 @@ TEST_F(CApiInvalid, UnsupportedOrNoDevice) {
                   convolution_forward(view(dst.t), view(src.t), view(good.t), TensorView(), ConvParams(), PostOps(),
                                       Stream(), {}, cuda);
               }));
+    // The C++ Error's whole message: the line and the command that runs into the same refusal.
     EXPECT_STREQ(convkit_last_error(),
-                 "convolution_forward: engine 'cuda' is not compiled into this build of convkit");
+                 "convolution_forward: engine 'cuda' is not compiled into this build of convkit\n"
+                 "reproduce: convkit bench --engine=cuda --dir=FWD_D --dt=f32 --tag=nchw --mode=corr "
+                 "mb1ic4ih6iw6oc5oh4ow4kh3kw3sh1sw1ph0pw0dh0dw0");
 #endif
 }
 
