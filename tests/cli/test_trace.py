@@ -27,7 +27,10 @@ RUNS = [
 
 
 def bench(args, level=1):
+    # The cpu engine's automatic choice between native and widened 16-bit kernels is measured at
+    # run time, so two processes may pick differently (and print other implementations): fixed.
     env = dict(os.environ, CONVKIT_VERBOSE=str(level))
+    env.setdefault("CONVKIT_CPU_WIDE", "1")
     r = subprocess.run([CONVKIT, "bench", *args], capture_output=True, text=True, timeout=300, env=env)
     return r
 
@@ -80,6 +83,7 @@ class TraceReplay(unittest.TestCase):
 
     def test_off_by_default_and_results_unchanged(self):
         env = {k: v for k, v in os.environ.items() if k != "CONVKIT_VERBOSE"}
+        env.setdefault("CONVKIT_CPU_WIDE", "1")  # as bench() does
         args = [CONVKIT, "bench", "--mode=corr", "--engine=cpu", "--dir=FWD_B,BWD_D,BWD_WB", "mb2ic4ih9oc6kh3ph1"]
         plain = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
         self.assertEqual(plain.returncode, 0, plain.stderr)
