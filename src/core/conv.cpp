@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -232,7 +233,7 @@ ConvProblem shape_problem(const Names& n, const Dims& src, const Dims& wei, cons
 // or in the caller's buffers (no descriptor has those; no reproducer).
 struct Validation {
     enum Stage { buffers, shapes, post_op_params } stage = buffers;
-    ConvProblem problem;
+    std::optional<ConvProblem> problem;  // set only on failure: a call that validates pays nothing
 };
 
 ConvProblem validate(const Call& c, Validation* v = nullptr) {
@@ -356,10 +357,10 @@ post_ops:
                 if (v) {
                     v->stage = Validation::post_op_params;
                     v->problem = p;
-                    v->problem.n_post_ops = i + 1;
-                    v->problem.src_layout = c.src.layout();
-                    v->problem.wei_layout = c.wei.layout();
-                    v->problem.dst_layout = c.dst.layout();
+                    v->problem->n_post_ops = i + 1;
+                    v->problem->src_layout = c.src.layout();
+                    v->problem->wei_layout = c.wei.layout();
+                    v->problem->dst_layout = c.dst.layout();
                 }
                 if (non_finite)
                     fail(n, "post-op " + std::to_string(i) + " (" + op.str() + ") has a non-finite parameter " +
@@ -466,15 +467,11 @@ void trace_dispatch(const ConvProblem& p, const trace::CallDesc& td, const Call&
 
 Event run_problem(const Call& c, ConvProblem& p, trace::CallDesc& td, int tl);
 
-Event run(const Call& c) {
-    trace::CallDesc td;
-    td.transposed = c.transposed;
-    td.engine = c.packed ? c.packed->engine : c.options->engine;
-    td.prepack = c.packed != nullptr;
+// validate(), its errors given the reproducer their stage allows.
+ConvProblem validated(const Call& c, const trace::CallDesc& td) {
     Validation v;
-    ConvProblem p;
     try {
-        p = validate(c, &v);
+        return validate(c, &v);
     } catch (const Error& e) {
         // Transposed calls checked their own shapes in their own terms already (run_transposed).
         std::string repro;
@@ -482,11 +479,19 @@ Event run(const Call& c) {
             repro = trace::raw_reproducer(c.src.sizes, c.wei.sizes, c.params->stride, c.params->padding_l,
                                           c.params->padding_r, c.params->dilation, Dims(), c.params->groups, false,
                                           c.src.dtype, c.src.device.is_cuda() ? Engine::cuda : td.engine);
-        else if (v.stage == Validation::post_op_params)
-            repro = trace::reproducer(v.problem, td);
+        else if (v.stage == Validation::post_op_params && v.problem)
+            repro = trace::reproducer(*v.problem, td);
         if (repro.empty()) throw;
         core::rethrow_with(e, repro);
     }
+}
+
+Event run(const Call& c) {
+    trace::CallDesc td;
+    td.transposed = c.transposed;
+    td.engine = c.packed ? c.packed->engine : c.options->engine;
+    td.prepack = c.packed != nullptr;
+    ConvProblem p = validated(c, td);
     // Tracing costs this load and branch when off.
     const int tl = trace::level();
     if (tl == 0) {
