@@ -2,6 +2,7 @@
 // the registry keeps them in preference order (the first that accepts a problem wins, the
 // reference last). A DeviceRuntime supplies memory, copies and streams for a device type.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,14 @@ public:
     virtual std::string check(const ConvProblem& p) const = 0;
     // The reference reads any strides; other backends get dense tensors from the core.
     virtual bool needs_dense() const { return true; }
+    // The most elements one activation tensor of `p` may hold in one execute() (INT64_MAX: any);
+    // a larger problem runs as tiles (core/tiling.hpp) of tile_limit() elements.
+    virtual int64_t max_tensor_elements(const ConvProblem& p) const {
+        (void)p;
+        return INT64_MAX;
+    }
+    // Whether larger problems are tiled at all: the reference engine, the oracle, runs them whole.
+    virtual bool tiled() const { return true; }
     virtual Event execute(const ConvProblem& p, const ConvArgs& args, const Stream& stream,
                           const std::vector<Event>& deps) = 0;
     virtual CacheStats cache_stats() const { return {}; }
@@ -78,6 +87,14 @@ public:
     virtual void memcpy(void* dst, Device dst_dev, const void* src, Device src_dev, std::size_t bytes) = 0;
     virtual std::shared_ptr<detail::StreamImpl> create_stream(int device, void* native) = 0;
     virtual Stream default_stream(int device) = 0;
+    // What a tiled run needs on the device, each ordered on `s` (core/tiled_run.cpp):
+    // `count` blocks of `width` bytes, `spitch` bytes apart in src and `dpitch` in dst;
+    virtual void copy_2d(void* dst, std::size_t dpitch, const void* src, std::size_t spitch, std::size_t width,
+                         std::size_t count, const Stream& s) = 0;
+    // acc[i] = x[i] (first) or acc[i] + x[i], in f64, for n elements of `dt`;
+    virtual void accumulate(double* acc, const void* x, DType dt, int64_t n, bool first, const Stream& s) = 0;
+    // out[i] = acc[i] rounded once to `dt`.
+    virtual void store(void* out, DType dt, const double* acc, int64_t n, const Stream& s) = 0;
 };
 
 // Ordered list of backends compiled in (cpu before ref; cuda).
@@ -92,6 +109,10 @@ struct BackendSet {
     std::vector<std::unique_ptr<DeviceRuntime>> runtimes;
 };
 BackendSet compiled_backends();
+
+// The tile size for backend `b` and problem `p` (0: never tiled): CONVKIT_TILE_ELEMENTS where set and below the
+// engine's own limit ("0": the engine's own limit), else 2^31 - 1 or the engine's, the lower.
+int64_t tile_limit(const Backend& b, const ConvProblem& p);
 
 // Process-wide settings that the core owns and backends read (see convkit/conv.hpp).
 // CONVKIT_CUDA_AUTOTUNE and CONVKIT_CUDA_TUNE_FILE seed them.

@@ -13,6 +13,7 @@
 #include "convkit/conv.hpp"
 #include "core/backend.hpp"
 #include "core/checked.hpp"
+#include "core/tiling.hpp"
 #include "core/trace.hpp"
 
 namespace convkit {
@@ -467,6 +468,26 @@ void trace_dispatch(const ConvProblem& p, const trace::CallDesc& td, const Call&
 
 Event run_problem(const Call& c, ConvProblem& p, trace::CallDesc& td, int tl);
 
+// Tiles of the last call on this thread (0: it ran whole), for the trace.
+thread_local std::size_t t_tiles = 0;
+
+// The backend runs the problem whole, or as tiles when a tensor is larger than it takes.
+Event execute(Backend* b, const ConvProblem& p, const ConvArgs& a, const Stream& s, const std::vector<Event>& deps,
+              const char* fn) {
+    t_tiles = 0;
+    const int64_t limit = tile_limit(*b, p);
+    if (limit <= 0 || largest_activation(p) <= limit) return b->execute(p, a, s, deps);
+    const std::string head = std::string(fn) + ": engine '" + to_string(b->engine()) + "' runs tensors of at most " +
+                             std::to_string(limit) + " elements, and ";
+    if (p.packed_weights)
+        throw Error(ErrorKind::unsupported, head + "prepacked weights cannot run as tiles of " + p.str() +
+                                                "; pass the weights tensor");
+    TilePlan tp = plan_tiles(p, limit);
+    if (tp.tiles.empty()) throw Error(ErrorKind::unsupported, head + "cannot cut " + p.str() + ": " + tp.why_not);
+    t_tiles = tp.tiles.size();
+    return run_tiled(b, p, a, s, deps, tp, fn);
+}
+
 // validate(), its errors given the reproducer their stage allows.
 ConvProblem validated(const Call& c, const trace::CallDesc& td) {
     Validation v;
@@ -487,6 +508,7 @@ ConvProblem validated(const Call& c, const trace::CallDesc& td) {
 }
 
 Event run(const Call& c) {
+    t_tiles = 0;
     trace::CallDesc td;
     td.transposed = c.transposed;
     td.engine = c.packed ? c.packed->engine : c.options->engine;
@@ -516,7 +538,8 @@ Event run(const Call& c) {
     }
     const double ms = trace::now_ms() - t0;
     Backend* b = find_backend(td.engine);
-    const std::string impl = p.mb == 0 ? "none:empty_batch" : b ? b->trace_impl(p) : "?";
+    std::string impl = p.mb == 0 ? "none:empty_batch" : b ? b->trace_impl(p) : "?";
+    if (t_tiles > 0 && p.mb > 0) impl += "+tiles:" + std::to_string(t_tiles);
     if (tl >= 2) trace::create_line(p, td, impl, trace::take_lookups());
     trace::exec_line(p, td, impl, ms);
     return done;
@@ -568,7 +591,7 @@ Event run_problem(const Call& c, ConvProblem& p, trace::CallDesc& td, int tl) {
     if (!b->needs_dense() ||
         (p.src_layout != Layout::strided && p.wei_layout != Layout::strided && p.dst_layout != Layout::strided &&
          (!c.bias.defined() || c.bias.strides[0] == 1 || c.bias.sizes[0] == 1)))
-        return b->execute(p, a, stream, *c.deps);
+        return execute(b, p, a, stream, *c.deps, n.fn);
 
     // Strided tensors: one dense channels-first copy each, documented in the README; outputs are
     // copied back after the call (synchronously: the temporaries must outlive the work).
@@ -597,7 +620,7 @@ Event run_problem(const Call& c, ConvProblem& p, trace::CallDesc& td, int tl) {
     p.src_layout = a.src.layout();
     p.wei_layout = a.weights.layout();
     p.dst_layout = a.dst.layout();
-    Event e = b->execute(p, a, stream, *c.deps);
+    Event e = execute(b, p, a, stream, *c.deps, n.fn);
     e.wait();
     if (c.dir == Direction::fwd && !odst.is_dense()) copy(odst, a.dst);
     if (c.dir == Direction::bwd_d && !osrc.is_dense()) copy(osrc, a.src);

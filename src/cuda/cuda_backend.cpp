@@ -56,6 +56,7 @@ public:
         return s;
     }
     DeviceType device_type() const override { return DeviceType::cuda; }
+    int64_t max_tensor_elements(const ConvProblem&) const override { return INT32_MAX; }
     std::string trace_impl(const ConvProblem&) override {
         const PlanInfo i = last_plan();
         if (!i.found) return "cuda";
@@ -76,15 +77,11 @@ public:
         if (p.device.index < 0 || p.device.index >= n)
             return "device " + p.device.str() + " does not exist (" + std::to_string(n) + " visible)";
         if (p.packed_weights) return "the cuda engine does not prepack weights";
-        // cuDNN indexes tensors with 32-bit integers (pytorch#22496).
-        const double limit = 2147483647.0;
-        auto numel = [](const Dims& d) {
-            double v = 1;
-            for (int64_t s : d) v *= static_cast<double>(s);
-            return v;
-        };
-        if (numel(p.src_dims()) > limit || numel(p.dst_dims()) > limit || numel(p.wei_dims()) > limit)
-            return "a tensor has 2^31 or more elements (cuDNN's limit; split the batch)";
+        // cuDNN indexes tensors with 32-bit integers (pytorch#22496): larger activations run as
+        // tiles (max_tensor_elements), weights cannot be cut.
+        double wn = 1;
+        for (int64_t v : p.wei_dims()) wn *= static_cast<double>(v);
+        if (wn > 2147483647.0) return "the weights have 2^31 or more elements (cuDNN's limit)";
         return "";
     }
 

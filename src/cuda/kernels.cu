@@ -281,6 +281,50 @@ void launch_widen(float* dst, const void* src, DType src_dt, int64_t n, void* st
     check_cuda(cudaGetLastError(), "widen kernel launch");
 }
 
+template <typename T>
+__global__ void accumulate_kernel(double* acc, const T* x, int64_t n, bool first) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const double v = static_cast<double>(Io<T>::load(x[i]));
+        acc[i] = first ? v : acc[i] + v;
+    }
+}
+
+template <typename T>
+__global__ void store_kernel(T* out, const double* acc, int64_t n) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        out[i] = Io<T>::store(static_cast<typename Io<T>::acc>(acc[i]));
+}
+
+void launch_accumulate(double* acc, const void* x, DType dt, int64_t n, bool first, void* stream) {
+    if (n == 0) return;
+    auto s = static_cast<cudaStream_t>(stream);
+    const int threads = 256, grid = grid_for(n, threads);
+    switch (dt) {
+        case DType::f32: accumulate_kernel<<<grid, threads, 0, s>>>(acc, static_cast<const float*>(x), n, first); break;
+        case DType::f64: accumulate_kernel<<<grid, threads, 0, s>>>(acc, static_cast<const double*>(x), n, first); break;
+        case DType::f16: accumulate_kernel<<<grid, threads, 0, s>>>(acc, static_cast<const __half*>(x), n, first); break;
+        case DType::bf16:
+            accumulate_kernel<<<grid, threads, 0, s>>>(acc, static_cast<const __nv_bfloat16*>(x), n, first);
+            break;
+    }
+    check_cuda(cudaGetLastError(), "accumulate kernel launch");
+}
+
+void launch_store(void* out, DType dt, const double* acc, int64_t n, void* stream) {
+    if (n == 0) return;
+    auto s = static_cast<cudaStream_t>(stream);
+    const int threads = 256, grid = grid_for(n, threads);
+    switch (dt) {
+        case DType::f32: store_kernel<<<grid, threads, 0, s>>>(static_cast<float*>(out), acc, n); break;
+        case DType::f64: store_kernel<<<grid, threads, 0, s>>>(static_cast<double*>(out), acc, n); break;
+        case DType::f16: store_kernel<<<grid, threads, 0, s>>>(static_cast<__half*>(out), acc, n); break;
+        case DType::bf16: store_kernel<<<grid, threads, 0, s>>>(static_cast<__nv_bfloat16*>(out), acc, n); break;
+    }
+    check_cuda(cudaGetLastError(), "store kernel launch");
+}
+
 void launch_epilogue(const EpilogueArgs& a, void* stream) {
     int64_t numel = 1, spatial = 1;
     for (int d = 0; d < a.rank; ++d) numel *= a.sizes[d];

@@ -78,6 +78,11 @@ void launch_copy_window(void* dst, const int64_t* dst_strides, const void* src, 
 // that no kernel tap reaches in a phase-split backward-data (e.g. odd rows of a 1x1 stride-2 layer).
 void launch_zero_window(void* dst, const int64_t* dst_strides, const int64_t* sizes, int elem_size, void* stream);
 
+// A tiled backward-weights' sums (core/tiled_run.cpp): acc[i] = x[i] (first) or acc[i] + x[i] in
+// f64; out[i] = acc[i] rounded once to `dt`.
+void launch_accumulate(double* acc, const void* x, DType dt, int64_t n, bool first, void* stream);
+void launch_store(void* out, DType dt, const double* acc, int64_t n, void* stream);
+
 // dst[i] = float(src[i]) for i < n: a 16-bit (or f32) tensor widened to f32, memory order.
 void launch_widen(float* dst, const void* src, DType src_dt, int64_t n, void* stream);
 

@@ -11,6 +11,7 @@
 // destructors is a classic source of crashes at shutdown.
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -223,6 +224,34 @@ public:
         // synchronize makes device-to-device copies synchronous too, as the interface promises.
         check_cuda(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "cudaMemcpy");
         check_cuda(cudaStreamSynchronize(cudaStreamLegacy), "cudaStreamSynchronize");
+    }
+
+    void copy_2d(void* dst, std::size_t dpitch, const void* src, std::size_t spitch, std::size_t width,
+                 std::size_t count, const Stream& s) override {
+        if (width == 0 || count == 0) return;
+        DeviceGuard g(s.device().index);
+        auto st = static_cast<cudaStream_t>(s.native_handle());
+        // cudaMemcpy2D takes pitches up to the device's maximum (2^31 - 1 bytes here); past it,
+        // one copy per block.
+        const std::size_t max_pitch = INT32_MAX;
+        if (dpitch <= max_pitch && spitch <= max_pitch && width <= max_pitch) {
+            check_cuda(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, count, cudaMemcpyDefault, st), "cudaMemcpy2DAsync");
+            return;
+        }
+        for (std::size_t i = 0; i < count; ++i)
+            check_cuda(cudaMemcpyAsync(static_cast<char*>(dst) + i * dpitch, static_cast<const char*>(src) + i * spitch,
+                                       width, cudaMemcpyDefault, st),
+                       "cudaMemcpyAsync");
+    }
+
+    void accumulate(double* acc, const void* x, DType dt, int64_t n, bool first, const Stream& s) override {
+        DeviceGuard g(s.device().index);
+        launch_accumulate(acc, x, dt, n, first, s.native_handle());
+    }
+
+    void store(void* out, DType dt, const double* acc, int64_t n, const Stream& s) override {
+        DeviceGuard g(s.device().index);
+        launch_store(out, dt, acc, n, s.native_handle());
     }
 
     std::shared_ptr<detail::StreamImpl> create_stream(int device, void* native) override {
