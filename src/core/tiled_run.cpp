@@ -1,8 +1,9 @@
 // A problem run tile by tile on one engine (tiling.hpp has the geometry). Tiles of whole images,
 // and row tiles of channels-last tensors, are views into the caller's tensors; a row tile of a
-// channels-first tensor is one block per channel, copied through a dense temporary. Every
-// temporary is allocated before the first tile runs, so running out of memory leaves the
-// outputs as they were. All work is ordered on the call's stream: on a GPU nothing blocks.
+// channels-first tensor is one block per channel, copied through a dense temporary. The
+// temporaries are allocated before the first tile runs, so failing to get them leaves the
+// outputs as they were (an engine failing inside a later tile leaves the earlier tiles' rows
+// written). All work is ordered on the call's stream: on a GPU nothing blocks.
 #include <omp.h>
 
 #include <algorithm>
