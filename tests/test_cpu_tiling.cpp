@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "support/capture.hpp"
@@ -122,6 +126,102 @@ TEST(CpuTiling, WeightsTooLargeAreRefused) {
     ASSERT_FALSE(r);
     EXPECT_NE(std::string(r.message()).find("the weights [4, 250, 3, 3] have more than 2000 elements"), std::string::npos)
         << r.message();
+}
+
+// Refuses allocation number `fail_at` (counted from 1) with out_of_memory; counts live blocks.
+class FailingAllocator final : public Allocator {
+public:
+    explicit FailingAllocator(std::shared_ptr<Allocator> base) : base_(std::move(base)) {}
+    void arm(int64_t k) {
+        std::lock_guard<std::mutex> lock(mu_);
+        count_ = 0;
+        fail_at_ = k;
+    }
+    int64_t count() const {
+        std::lock_guard<std::mutex> lock(mu_);
+        return count_;
+    }
+    std::size_t live() const {
+        std::lock_guard<std::mutex> lock(mu_);
+        return live_.size();
+    }
+    void* allocate(std::size_t bytes, Device device, void* stream) override {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (++count_ == fail_at_) throw Error(ErrorKind::out_of_memory, "test allocator: out of memory");
+        lock.unlock();
+        void* p = base_->allocate(bytes, device, stream);
+        lock.lock();
+        live_[p] = bytes;
+        return p;
+    }
+    void deallocate(void* p, std::size_t bytes, Device device, void* stream) override {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            live_.erase(p);
+        }
+        base_->deallocate(p, bytes, device, stream);
+    }
+
+private:
+    std::shared_ptr<Allocator> base_;
+    mutable std::mutex mu_;
+    int64_t count_ = 0, fail_at_ = 0;
+    std::map<void*, std::size_t> live_;
+};
+
+TEST(CpuTiling, BackwardWeightsOutOfMemoryLeavesOutputs) {
+    // A tiled backward-weights writes diff_weights and diff_bias only after its last tile: a
+    // refused allocation at any point (the tiler's temporaries, the engine's in any tile) leaves
+    // both as they were and returns every block; with none refused it matches the reference.
+    for (Layout l : kLayouts) {
+        const Dims xs{1, 3, 40, 30}, ws{4, 3, 3, 3}, ys{1, 4, 40, 30};
+        Tensor x(DType::f32, xs, l), dy(DType::f32, ys, l);
+        fill(x, -1, 1, 1);
+        fill(dy, -1, 1, 2);
+        ConvParams prm;
+        prm.pad(Dims{1});
+        ConvOptions ref, cpu;
+        ref.engine = Engine::ref;
+        cpu.engine = Engine::cpu;
+        Tensor want_w(DType::f32, ws), want_b(DType::f32, Dims{4});
+        convolution_backward_weights(want_w.view(), want_b.view(), dy.view(), x.view(), prm, Stream(), {}, ref).wait();
+        auto alloc = std::make_shared<FailingAllocator>(get_allocator(DeviceType::cpu));
+        set_allocator(DeviceType::cpu, alloc);
+        Tensor dw(DType::f32, ws), db(DType::f32, Dims{4});
+        int64_t refused = 0;
+        for (int64_t k = 1; k < 1000; ++k) {
+            std::memset(dw.data(), 0x5a, dw.nbytes());
+            std::memset(db.data(), 0x5a, db.nbytes());
+            clear_cache(Engine::cpu);  // plans built inside the call, so their allocations are reached too
+            const std::size_t live = alloc->live();
+            alloc->arm(k);
+            bool threw = false;
+            try {
+                convolution_backward_weights(dw.view(), db.view(), dy.view(), x.view(), prm, Stream(), {}, cpu).wait();
+            } catch (const Error& e) {
+                threw = true;
+                EXPECT_EQ(e.kind(), ErrorKind::out_of_memory) << "allocation " << k << ": " << e.what();
+            }
+            alloc->arm(0);
+            EXPECT_EQ(alloc->live(), live) << "allocation " << k << ": blocks not returned";
+            if (!threw) break;
+            ++refused;
+            const unsigned char* w = static_cast<const unsigned char*>(dw.data());
+            const unsigned char* b = static_cast<const unsigned char*>(db.data());
+            bool same = true;
+            for (std::size_t i = 0; i < dw.nbytes(); ++i) same = same && w[i] == 0x5a;
+            for (std::size_t i = 0; i < db.nbytes(); ++i) same = same && b[i] == 0x5a;
+            EXPECT_TRUE(same) << "allocation " << k << " refused: the outputs were written";
+        }
+        set_allocator(DeviceType::cpu, nullptr);
+        EXPECT_GE(refused, 3) << "the tiled call made fewer allocations than its temporaries";
+        double worst = 0;
+        for (int64_t i = 0; i < dw.numel(); ++i)
+            worst = std::max(worst, static_cast<double>(std::fabs(dw.ptr<float>()[i] - want_w.ptr<float>()[i])));
+        for (int64_t i = 0; i < db.numel(); ++i)
+            worst = std::max(worst, static_cast<double>(std::fabs(db.ptr<float>()[i] - want_b.ptr<float>()[i])));
+        EXPECT_LT(worst, 1e-3) << "the call with no allocation refused differs from the reference";
+    }
 }
 
 }  // namespace
