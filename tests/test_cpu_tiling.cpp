@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 
 #include "support/capture.hpp"
@@ -221,6 +222,99 @@ TEST(CpuTiling, BackwardWeightsOutOfMemoryLeavesOutputs) {
         for (int64_t i = 0; i < db.numel(); ++i)
             worst = std::max(worst, static_cast<double>(std::fabs(db.ptr<float>()[i] - want_b.ptr<float>()[i])));
         EXPECT_LT(worst, 1e-3) << "the call with no allocation refused differs from the reference";
+    }
+}
+
+TEST(CpuTiling, SixteenBitWeightGradientRoundsOnce) {
+    // Tiles of a 16-bit backward-weights run in f32 on widened copies and their partial sums add
+    // in f64, so the result rounds once: within half a unit in the last place of the f32
+    // reference (plus f32 summation noise). Partials rounded per tile would be off by up to
+    // about one unit per two tiles (measured 2 ulps over 26 tiles before the widening).
+    for (DType dt : {DType::bf16, DType::f16})
+        for (Layout l : kLayouts) {
+            const Dims xs{2, 3, 90, 50}, ws{4, 3, 3, 3}, ys{2, 4, 90, 50};
+            Tensor x(dt, xs, l), dy(dt, ys, l), x32(DType::f32, xs), dy32(DType::f32, ys);
+            fill(x, -1, 1, 3);
+            fill(dy, -1, 1, 4);
+            copy(x32.view(), x.view());
+            copy(dy32.view(), dy.view());
+            ConvParams prm;
+            prm.pad(Dims{1});
+            ConvOptions ref, cpu;
+            ref.engine = Engine::ref;
+            cpu.engine = Engine::cpu;
+            Tensor want(DType::f32, ws), got(dt, ws), got32(DType::f32, ws);
+            convolution_backward_weights(want.view(), TensorView(), dy32.view(), x32.view(), prm, Stream(), {}, ref).wait();
+            const int old = verbose();
+            set_verbose(1);
+            const std::string trace = capture_stderr([&] {
+                convolution_backward_weights(got.view(), TensorView(), dy.view(), x.view(), prm, Stream(), {}, cpu).wait();
+            });
+            set_verbose(old);
+            EXPECT_NE(trace.find("+tiles:"), std::string::npos) << trace;
+            copy(got32.view(), got.view());
+            double scale = 0;
+            for (int64_t i = 0; i < want.numel(); ++i) scale = std::max(scale, static_cast<double>(std::fabs(want.ptr<float>()[i])));
+            const double half_ulp = dt == DType::bf16 ? 1.0 / 256 : 1.0 / 2048;
+            int bad = 0;
+            for (int64_t i = 0; i < want.numel(); ++i) {
+                const double w = want.ptr<float>()[i], g = got32.ptr<float>()[i];
+                if (std::fabs(g - w) > half_ulp * std::fabs(w) + 1e-5 * scale) ++bad;
+            }
+            EXPECT_EQ(bad, 0) << to_string(dt) << (l == Layout::channels_last ? " nhwc" : " nchw") << ": " << bad << " of "
+                              << want.numel() << " weight gradients beyond half an ulp";
+        }
+}
+
+TEST(CpuTiling, RandomGeometries) {
+    // 150 problems drawn with a fixed seed: 1D to 3D, groups, kernel, stride, dilation and
+    // asymmetric padding per dim, both layouts, transposed ones with output padding; each image
+    // larger than a tile, so every direction is cut into rows of its outermost dim.
+    std::mt19937_64 rng(20261201);
+    auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+    for (int c = 0; c < 150; ++c) {
+        const int nsp = static_cast<int>(pick(1, 3));
+        const int64_t g = pick(1, 2), ic = g * pick(1, 3), oc = g * pick(1, 3);
+        Dims in, k, st, dil, pl, pr, op;
+        int64_t inner = 1;
+        for (int i = 0; i < nsp; ++i) {
+            const int64_t ki = pick(1, i == 0 ? 5 : 3), si = pick(1, 3), di = ki > 1 ? pick(1, 2) : 1;
+            const int64_t ext = (ki - 1) * di + 1;
+            k.push_back(ki), st.push_back(si), dil.push_back(di);
+            pl.push_back(pick(0, ext - 1)), pr.push_back(pick(0, ext - 1)), op.push_back(pick(0, si - 1));
+            if (i > 0) {
+                in.push_back(ext + pick(0, 4));
+                inner *= in[i];
+            } else {
+                in.push_back(0);  // set below
+            }
+        }
+        const bool transposed = pick(0, 4) == 0;
+        // One row of the outermost dim, on either side (a transposed output is the larger), times
+        // the rows a tile holds at the least, must fit a tile: else the call is refused ("one
+        // image cannot be cut"), so draw again.
+        int64_t other = 1;
+        for (int i = 1; i < nsp; ++i) {
+            const int64_t ext = (k[i] - 1) * dil[i] + 1;
+            other *= transposed ? (in[i] - 1) * st[i] - pl[i] - pr[i] + ext + op[i] : (in[i] + pl[i] + pr[i] - ext) / st[i] + 1;
+        }
+        const int64_t row = std::max(ic, oc) * std::max(inner, other), ext0 = (k[0] - 1) * dil[0] + 1;
+        if (row * (ext0 + 2 * st[0] + 2) > 1500) {
+            --c;
+            continue;
+        }
+        // The outermost dim makes one image (its input side) 1.5 to 3 tiles of 2000 elements.
+        in[0] = std::max<int64_t>(ext0, (2000 * pick(3, 6) / 2) / (std::min(ic, oc) * inner) + 1);
+        ConvTester t = cpu_case(DType::f32, pick(0, 1) ? Layout::channels_last : Layout::channels_first)
+                           .mb(pick(1, 2)).channels(ic, oc, g).input_size(in).kernel_size(k).stride(st).dilation(dil)
+                           .padding(pl, pr).seed(static_cast<uint64_t>(c));
+        if (transposed) t.transposed(op);
+        for (Dir d : {Dir::fwd, Dir::bwd_d, Dir::bwd_w}) {
+            ::testing::AssertionResult ok = ::testing::AssertionSuccess();
+            const int n = tiles_of(t, d, &ok);
+            EXPECT_TRUE(ok) << "case " << c;
+            EXPECT_GE(n, 2) << "case " << c << ": " << t.name(d) << ": expected a tiled run";
+        }
     }
 }
 

@@ -51,6 +51,9 @@ public:
         (void)p;
         return INT64_MAX;
     }
+    // Past this many elements the engine cannot index a tensor at all (cuDNN's 2^31 - 1), which
+    // even CONVKIT_TILE_ELEMENTS=off keeps tiling.
+    virtual int64_t max_indexable_elements() const { return INT64_MAX; }
     // Whether larger problems are tiled at all: the reference engine, the oracle, runs them whole.
     virtual bool tiled() const { return true; }
     virtual Event execute(const ConvProblem& p, const ConvArgs& args, const Stream& stream,
@@ -93,8 +96,11 @@ public:
                          std::size_t count, const Stream& s) = 0;
     // acc[i] = x[i] (first) or acc[i] + x[i], in f64, for n elements of `dt`;
     virtual void accumulate(double* acc, const void* x, DType dt, int64_t n, bool first, const Stream& s) = 0;
-    // out[i] = acc[i] rounded once to `dt`.
+    // out[i] = acc[i] rounded once to `dt`;
     virtual void store(void* out, DType dt, const double* acc, int64_t n, const Stream& s) = 0;
+    // dst (dense f32) = `count` blocks of `width` elements of `dt`, `pitch` elements apart in src.
+    virtual void widen(float* dst, const void* src, DType dt, int64_t width, int64_t pitch, int64_t count,
+                       const Stream& s) = 0;
 };
 
 // Ordered list of backends compiled in (cpu before ref; cuda).
@@ -111,7 +117,8 @@ struct BackendSet {
 BackendSet compiled_backends();
 
 // The tile size for backend `b` and problem `p` (0: never tiled): CONVKIT_TILE_ELEMENTS where set and below the
-// engine's own limit ("0": the engine's own limit), else 2^31 - 1 or the engine's, the lower.
+// engine's own limit ("0": the engine's own limit; "off": only past max_indexable_elements),
+// else 2^31 - 1 or the engine's, the lower.
 int64_t tile_limit(const Backend& b, const ConvProblem& p);
 
 // Process-wide settings that the core owns and backends read (see convkit/conv.hpp).

@@ -95,12 +95,22 @@ struct Slot {
     const char* what;
     TensorView whole;
     bool in = false, out = false;  // read by the tiles / written by them
-    std::size_t temp_bytes = 0;    // the largest non-dense tile
+    bool widen = false;            // the tiles read it as f32 (a 16-bit backward-weights)
+    std::size_t temp_bytes = 0;    // the largest temporary a tile needs
     Buffer temp;
     TensorView cur, orig;  // the tile's dense view and, if different, the caller's slice
 };
 
 void copy_in(const Slot& s, const Stream& st) {
+    if (s.widen) {
+        if (DeviceRuntime* rt = device_rt(s.whole.device)) {
+            const std::size_t es = dtype_size(s.orig.dtype);
+            const Blocks b = s.orig.is_dense() ? Blocks{s.orig.nbytes(), s.orig.nbytes(), 1} : blocks_of(s.orig, s.what);
+            return rt->widen(static_cast<float*>(s.cur.data), s.orig.data, s.orig.dtype, static_cast<int64_t>(b.width / es),
+                             static_cast<int64_t>(b.pitch / es), static_cast<int64_t>(b.count), st);
+        }
+        return copy(s.cur, s.orig);  // host: any strides, converted
+    }
     const Blocks b = blocks_of(s.orig, s.what);
     copy_blocks(s.whole.device, s.cur.data, b.width, s.orig.data, b.pitch, b.width, b.count, st);
 }
@@ -112,6 +122,11 @@ void copy_out(const Slot& s, const Stream& st) {
 
 void bind(Slot& s, const TensorView& v) {
     s.orig = v;
+    if (s.widen) {
+        s.cur = TensorView::with_layout(s.temp.data(), DType::f32, v.sizes, v.is_dense() ? v.layout() : Layout::channels_first,
+                                        v.device);
+        return;
+    }
     if (v.is_dense()) {
         s.cur = v;
         return;
@@ -119,8 +134,11 @@ void bind(Slot& s, const TensorView& v) {
     s.cur = TensorView::with_layout(s.temp.data(), v.dtype, v.sizes, Layout::channels_first, v.device);
 }
 
-// The dense temporary a non-dense slice of `v` needs (0 when the slice is dense).
-std::size_t need(const TensorView& v) { return v.is_dense() ? 0 : v.nbytes(); }
+// The temporary a slice of `v` needs: none when it is dense (f32 elements when widened).
+std::size_t need(const Slot& s, const TensorView& v) {
+    if (s.widen) return static_cast<std::size_t>(v.numel()) * sizeof(float);
+    return v.is_dense() ? 0 : v.nbytes();
+}
 
 Buffer allocate(Device dev, std::size_t bytes, const Stream& st, const char* what, const char* fn) {
     try {
@@ -135,7 +153,14 @@ Buffer allocate(Device dev, std::size_t bytes, const Stream& st, const char* wha
 
 int64_t tile_limit(const Backend& b, const ConvProblem& p) {
     if (!b.tiled()) return 0;
-    static const int64_t asked = env::integer("CONVKIT_TILE_ELEMENTS", -1);
+    // -1: unset (or not a number); -2: "off", whole problems wherever the engine can index them
+    // (an experiment: oneDNN past its limits, docs/large-tensors.md).
+    static const int64_t asked = [] {
+        const char* v = env::text("CONVKIT_TILE_ELEMENTS");
+        if (v && std::strcmp(v, "off") == 0) return int64_t(-2);
+        return std::max<int64_t>(-1, env::integer("CONVKIT_TILE_ELEMENTS", -1));
+    }();
+    if (asked == -2) return b.max_indexable_elements() == INT64_MAX ? 0 : b.max_indexable_elements();
     const int64_t own = b.max_tensor_elements(p);
     if (asked == 0) return own;
     if (asked > 0) return std::min(asked, own);
@@ -154,6 +179,11 @@ Event run_tiled(Backend* b, const ConvProblem& p, const ConvArgs& a, const Strea
     src.out = dir == Direction::bwd_d;
     dst.in = dir != Direction::fwd || p.has_sum();
     dst.out = dir == Direction::fwd;
+    // A 16-bit backward-weights runs its tiles in f32 on widened copies, so each partial sum is
+    // exact to f32 and the result rounds once (16-bit partials would round once per tile).
+    const bool widen = tp.accumulate && (p.dt == DType::bf16 || p.dt == DType::f16);
+    src.widen = dst.widen = widen;
+    const DType part_dt = widen ? DType::f32 : a.weights.dtype;
     std::vector<Slot> operands;
     PostOps ops;
     if (a.post_ops) ops = *a.post_ops;
@@ -178,9 +208,10 @@ Event run_tiled(Backend* b, const ConvProblem& p, const ConvArgs& a, const Strea
     std::vector<TensorView> ov;
     for (const Tile& t : tp.tiles) {
         slices(t, &sv, &dv, &ov);
-        src.temp_bytes = std::max(src.temp_bytes, need(sv));
-        dst.temp_bytes = std::max(dst.temp_bytes, need(dv));
-        for (std::size_t i = 0; i < operands.size(); ++i) operands[i].temp_bytes = std::max(operands[i].temp_bytes, need(ov[i]));
+        src.temp_bytes = std::max(src.temp_bytes, need(src, sv));
+        dst.temp_bytes = std::max(dst.temp_bytes, need(dst, dv));
+        for (std::size_t i = 0; i < operands.size(); ++i)
+            operands[i].temp_bytes = std::max(operands[i].temp_bytes, need(operands[i], ov[i]));
     }
     const Device dev = p.device;
     for (const auto& e : deps) stream.wait(e);
@@ -191,8 +222,9 @@ Event run_tiled(Backend* b, const ConvProblem& p, const ConvArgs& a, const Strea
     const int64_t nw = a.weights.numel(), nb = tp.accumulate && a.bias.defined() ? a.bias.numel() : 0;
     Buffer wtile, btile, acc;
     if (tp.accumulate) {
-        wtile = allocate(dev, a.weights.nbytes(), stream, "weight gradient of a tile", fn);
-        if (nb) btile = allocate(dev, a.bias.nbytes(), stream, "bias gradient of a tile", fn);
+        const std::size_t es = dtype_size(part_dt);
+        wtile = allocate(dev, static_cast<std::size_t>(nw) * es, stream, "weight gradient of a tile", fn);
+        if (nb) btile = allocate(dev, static_cast<std::size_t>(nb) * es, stream, "bias gradient of a tile", fn);
         acc = allocate(dev, static_cast<std::size_t>(nw + nb) * sizeof(double), stream, "f64 sums", fn);
     }
     bool first = true;
@@ -201,6 +233,11 @@ Event run_tiled(Backend* b, const ConvProblem& p, const ConvArgs& a, const Strea
         bind(src, sv);
         bind(dst, dv);
         ConvProblem q = t.p;
+        if (widen) {
+            q.dt = DType::f32;
+            // TF32 holds a bf16 value exactly, not an f16 one (11 significant bits).
+            q.allow_tf32 = p.allow_tf32 && p.dt == DType::bf16;
+        }
         q.src_layout = src.cur.layout();
         q.dst_layout = dst.cur.layout();
         ConvArgs ta = a;
@@ -216,18 +253,18 @@ Event run_tiled(Backend* b, const ConvProblem& p, const ConvArgs& a, const Strea
         }
         if (a.post_ops) ta.post_ops = &ops;
         if (src.in && src.cur.data != sv.data) copy_in(src, stream);
-        if (dst.in && dst.cur.data != dv.data) copy_in(dst, stream);
+        if (dst.in && dst.cur.data != dv.data) copy_in(dst, stream);  // (widened slots: always)
         if (tp.accumulate) {
-            ta.weights = TensorView(wtile.data(), a.weights.dtype, a.weights.sizes, a.weights.strides, dev);
-            if (nb) ta.bias = TensorView(btile.data(), a.bias.dtype, a.bias.sizes, a.bias.strides, dev);
+            ta.weights = TensorView(wtile.data(), part_dt, a.weights.sizes, a.weights.strides, dev);
+            if (nb) ta.bias = TensorView(btile.data(), part_dt, a.bias.sizes, a.bias.strides, dev);
         }
         b->execute(q, ta, stream, {});
         if (src.out && src.cur.data != sv.data) copy_out(src, stream);
         if (dst.out && dst.cur.data != dv.data) copy_out(dst, stream);
         if (tp.accumulate) {
             double* sums = static_cast<double*>(acc.data());
-            accumulate(dev, sums, wtile.data(), a.weights.dtype, nw, first, stream);
-            if (nb) accumulate(dev, sums + nw, btile.data(), a.bias.dtype, nb, first, stream);
+            accumulate(dev, sums, wtile.data(), part_dt, nw, first, stream);
+            if (nb) accumulate(dev, sums + nw, btile.data(), part_dt, nb, first, stream);
         }
         first = false;
     }

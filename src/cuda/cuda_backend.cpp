@@ -57,6 +57,7 @@ public:
     }
     DeviceType device_type() const override { return DeviceType::cuda; }
     int64_t max_tensor_elements(const ConvProblem&) const override { return INT32_MAX; }
+    int64_t max_indexable_elements() const override { return INT32_MAX; }
     std::string trace_impl(const ConvProblem&) override {
         const PlanInfo i = last_plan();
         if (!i.found) return "cuda";

@@ -297,6 +297,31 @@ __global__ void store_kernel(T* out, const double* acc, int64_t n) {
         out[i] = Io<T>::store(static_cast<typename Io<T>::acc>(acc[i]));
 }
 
+template <typename T>
+__global__ void widen_blocks_kernel(float* dst, const T* src, int64_t width, int64_t pitch, int64_t n) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t b = i / width;
+        dst[i] = static_cast<float>(Io<T>::load(src[b * pitch + (i - b * width)]));
+    }
+}
+
+void launch_widen_blocks(float* dst, const void* src, DType dt, int64_t width, int64_t pitch, int64_t count, void* stream) {
+    const int64_t n = width * count;
+    if (n == 0) return;
+    auto s = static_cast<cudaStream_t>(stream);
+    const int threads = 256, grid = grid_for(n, threads);
+    switch (dt) {
+        case DType::f32: widen_blocks_kernel<<<grid, threads, 0, s>>>(dst, static_cast<const float*>(src), width, pitch, n); break;
+        case DType::f64: widen_blocks_kernel<<<grid, threads, 0, s>>>(dst, static_cast<const double*>(src), width, pitch, n); break;
+        case DType::f16: widen_blocks_kernel<<<grid, threads, 0, s>>>(dst, static_cast<const __half*>(src), width, pitch, n); break;
+        case DType::bf16:
+            widen_blocks_kernel<<<grid, threads, 0, s>>>(dst, static_cast<const __nv_bfloat16*>(src), width, pitch, n);
+            break;
+    }
+    check_cuda(cudaGetLastError(), "widen blocks kernel launch");
+}
+
 void launch_accumulate(double* acc, const void* x, DType dt, int64_t n, bool first, void* stream) {
     if (n == 0) return;
     auto s = static_cast<cudaStream_t>(stream);

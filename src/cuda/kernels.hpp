@@ -82,6 +82,8 @@ void launch_zero_window(void* dst, const int64_t* dst_strides, const int64_t* si
 // f64; out[i] = acc[i] rounded once to `dt`.
 void launch_accumulate(double* acc, const void* x, DType dt, int64_t n, bool first, void* stream);
 void launch_store(void* out, DType dt, const double* acc, int64_t n, void* stream);
+// dst[b * width + j] = float(src[b * pitch + j]): `count` blocks of a 16-bit tensor widened.
+void launch_widen_blocks(float* dst, const void* src, DType dt, int64_t width, int64_t pitch, int64_t count, void* stream);
 
 // dst[i] = float(src[i]) for i < n: a 16-bit (or f32) tensor widened to f32, memory order.
 void launch_widen(float* dst, const void* src, DType src_dt, int64_t n, void* stream);

@@ -254,6 +254,11 @@ public:
         launch_store(out, dt, acc, n, s.native_handle());
     }
 
+    void widen(float* dst, const void* src, DType dt, int64_t width, int64_t pitch, int64_t count, const Stream& s) override {
+        DeviceGuard g(s.device().index);
+        launch_widen_blocks(dst, src, dt, width, pitch, count, s.native_handle());
+    }
+
     std::shared_ptr<detail::StreamImpl> create_stream(int device, void* native) override {
         if (native) return std::make_shared<CudaStream>(device, static_cast<cudaStream_t>(native), false);
         DeviceGuard g(device);

@@ -226,11 +226,15 @@ int run(const Opts& o) {
                     mag.ptr<double>()[i] += std::fabs(d.ptr<double>()[i]);
                 }
             }
-            // Long sums: f32 rounding over 2 * crop rows of the row width (sqrt growth), and a
-            // 16-bit result may round twice (each tile's partial sum, then their sum), at the
-            // partial sums' magnitude (the two crops' sums may cancel).
-            double e = error_units(dw.view(), want.view(), o.dt, &worst, &mag);
-            e /= o.dt == DType::f32 ? std::max(1.0, std::sqrt(static_cast<double>(2 * crop * ow)) / 4) : 2.0;
+            // A 16-bit result rounds once (the tiles run widened to f32 and sum in f64). f32:
+            // rounding over 2 * crop rows of the row width (sqrt growth) at the partial sums'
+            // magnitude (the two crops' sums may cancel).
+            double e = 0;
+            if (o.dt == DType::f32)
+                e = error_units(dw.view(), want.view(), o.dt, &worst, &mag) /
+                    std::max(1.0, std::sqrt(static_cast<double>(2 * crop * ow)) / 4);
+            else
+                e = error_units(dw.view(), want.view(), o.dt, &worst);
             report("bwd_w", e, secs);
         } else {
             std::fprintf(stderr, "large_tensors: unknown direction '%s'\n", dir.c_str());
