@@ -66,4 +66,17 @@ TEST(CpuTransposedPlan, RunsOneDnnsFastKernels) {
     EXPECT_TRUE(info.own_epilogue);
 }
 
+TEST(CpuOneByOne, StridedBackwardWeights) {
+    // oneDNN 2.6's jit_1x1 backward-weights (avx2 and avx512_core) crashed (SIGSEGV) or wrote
+    // wrong gradients on this strided 1x1 problem with few channels (found by
+    // CpuTiling.RandomGeometries); the cpu engine takes oneDNN's next implementation there. As a convolution and as the
+    // transposed convolution whose weight gradient it is.
+    for (Layout l : {Layout::channels_last, Layout::channels_first}) {
+        cpu_case(DType::f32, l).mb(1).channels(3, 2).input_size({1002, 15}).kernel_size({1, 1}).stride({2, 3})
+            .check_backward_weights();
+        cpu_case(DType::f32, l).mb(1).channels(2, 3).input_size({501, 5}).kernel_size({1, 1}).stride({2, 3})
+            .transposed({1, 2}).check_backward_weights();
+    }
+}
+
 }  // namespace
