@@ -15,6 +15,7 @@
 
 #include "support/capture.hpp"
 #include "support/cpu_cases.hpp"
+#include "support/faulty_allocator.hpp"
 
 using namespace convkit;
 using namespace convkit::test;
@@ -129,47 +130,6 @@ TEST(CpuTiling, WeightsTooLargeAreRefused) {
         << r.message();
 }
 
-// Refuses allocation number `fail_at` (counted from 1) with out_of_memory; counts live blocks.
-class FailingAllocator final : public Allocator {
-public:
-    explicit FailingAllocator(std::shared_ptr<Allocator> base) : base_(std::move(base)) {}
-    void arm(int64_t k) {
-        std::lock_guard<std::mutex> lock(mu_);
-        count_ = 0;
-        fail_at_ = k;
-    }
-    int64_t count() const {
-        std::lock_guard<std::mutex> lock(mu_);
-        return count_;
-    }
-    std::size_t live() const {
-        std::lock_guard<std::mutex> lock(mu_);
-        return live_.size();
-    }
-    void* allocate(std::size_t bytes, Device device, void* stream) override {
-        std::unique_lock<std::mutex> lock(mu_);
-        if (++count_ == fail_at_) throw Error(ErrorKind::out_of_memory, "test allocator: out of memory");
-        lock.unlock();
-        void* p = base_->allocate(bytes, device, stream);
-        lock.lock();
-        live_[p] = bytes;
-        return p;
-    }
-    void deallocate(void* p, std::size_t bytes, Device device, void* stream) override {
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            live_.erase(p);
-        }
-        base_->deallocate(p, bytes, device, stream);
-    }
-
-private:
-    std::shared_ptr<Allocator> base_;
-    mutable std::mutex mu_;
-    int64_t count_ = 0, fail_at_ = 0;
-    std::map<void*, std::size_t> live_;
-};
-
 TEST(CpuTiling, BackwardWeightsOutOfMemoryLeavesOutputs) {
     // A tiled backward-weights writes diff_weights and diff_bias only after its last tile: a
     // refused allocation at any point (the tiler's temporaries, the engine's in any tile) leaves
@@ -186,9 +146,8 @@ TEST(CpuTiling, BackwardWeightsOutOfMemoryLeavesOutputs) {
         cpu.engine = Engine::cpu;
         Tensor want_w(DType::f32, ws), want_b(DType::f32, Dims{4});
         convolution_backward_weights(want_w.view(), want_b.view(), dy.view(), x.view(), prm, Stream(), {}, ref).wait();
-        auto alloc = std::make_shared<FailingAllocator>(get_allocator(DeviceType::cpu));
-        set_allocator(DeviceType::cpu, alloc);
         Tensor dw(DType::f32, ws), db(DType::f32, Dims{4});
+        Installed alloc(DeviceType::cpu);
         int64_t refused = 0;
         for (int64_t k = 1; k < 1000; ++k) {
             std::memset(dw.data(), 0x5a, dw.nbytes());
@@ -214,7 +173,7 @@ TEST(CpuTiling, BackwardWeightsOutOfMemoryLeavesOutputs) {
             for (std::size_t i = 0; i < db.nbytes(); ++i) same = same && b[i] == 0x5a;
             EXPECT_TRUE(same) << "allocation " << k << " refused: the outputs were written";
         }
-        set_allocator(DeviceType::cpu, nullptr);
+        EXPECT_EQ(alloc->bad_frees(), 0);
         EXPECT_GE(refused, 3) << "the tiled call made fewer allocations than its temporaries";
         double worst = 0;
         for (int64_t i = 0; i < dw.numel(); ++i)
