@@ -59,7 +59,24 @@ CONFIGS = {
     'tf32-nchw': ('f32', 'nchw', torch.float32, False, True),
     'f32-nchw': ('f32', 'nchw', torch.float32, False, False),
     'f32-nhwc': ('f32', 'nhwc', torch.float32, True, False),
+    'f64-nchw': ('f64', 'nchw', torch.float64, False, False),
+    'f64-nhwc': ('f64', 'nhwc', torch.float64, True, False),
 }
+
+
+def layer_flops(L, mb):
+    """2 * multiply-adds of one direction of a (non-transposed) layer."""
+    oh = (L['ih'] + 2 * L['p'] - L['dil'] * (L['kh'] - 1) - 1) // L['s'] + 1
+    ow = (L['iw'] + 2 * L['p'] - L['dil'] * (L['kw'] - 1) - 1) // L['s'] + 1
+    return 2.0 * mb * L['oc'] * oh * ow * (L['ic'] // L['g']) * L['kh'] * L['kw']
+
+
+def dgemm_tflops(n=8192):
+    """cuBLAS DGEMM's rate on this GPU, now (torch.matmul in f64, n x n x n)."""
+    a = torch.randn(n, n, device='cuda', dtype=torch.float64)
+    b = torch.randn(n, n, device='cuda', dtype=torch.float64)
+    ms = min(cuda_time(lambda: torch.matmul(a, b), iters=5) for _ in range(3))
+    return 2.0 * n ** 3 / (ms * 1e-3) / 1e12
 
 
 def parse_batch(path, deconv=False):
@@ -229,6 +246,9 @@ def perf(args):
     dirs = args.dirs.split(',')
     labels = args.configs.split(',') if args.configs else ['bf16-nhwc', 'tf32-nhwc', 'f32-nchw']
     rows, layer_rows = [], []
+    dgemm = dgemm_tflops() if any(CONFIGS[l][0] == 'f64' for l in labels) else 0
+    if dgemm:
+        print(f'cuBLAS DGEMM (torch.matmul f64 8192^3) on {torch.cuda.get_device_name()}: {dgemm:.1f} TFLOP/s', flush=True)
     print(f"{'config':<10} {'mb':>4} {'dir':<6} {'torch_ms':>9} {'convkit_ms':>10} {'torch/convkit':>13}  ({net}, "
           f"{'autotune' if not args.no_autotune else 'heuristics'}, harness {args.harness}"
           f"{', env ' + ' '.join(args.env) if args.env else ''})", flush=True)
@@ -251,7 +271,12 @@ def perf(args):
                 ratio = th[d] / c if c > 0 else float('nan')
                 rows.append(dict(net=net, config=label, mb=mb, dir=d, torch_ms=round(th[d], 4), convkit_ms=round(c, 4),
                                  ratio=round(ratio, 3)))
-                print(f'{label:<10} {mb:>4} {d:<6} {th[d]:9.3f} {c:10.3f} {ratio:13.2f}', flush=True)
+                line = f'{label:<10} {mb:>4} {d:<6} {th[d]:9.3f} {c:10.3f} {ratio:13.2f}'
+                if dt == 'f64' and c > 0 and not deconv:
+                    tf = sum(layer_flops(L, mb) for L in layers) / (c * 1e-3) / 1e12
+                    line += f'   convkit {tf:.1f} TFLOP/s = {100 * tf / dgemm:.0f}% of DGEMM'
+                    rows[-1].update(tflops=round(tf, 2), dgemm_tflops=round(dgemm, 2))
+                print(line, flush=True)
             for L in layers:
                 for d in dirs:
                     c = ck['per_layer'].get((L['name'], d))

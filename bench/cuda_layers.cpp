@@ -12,7 +12,7 @@
 //       switches apply: CONVKIT_ALLOW_TF32, CONVKIT_CUDA_AUTOTUNE, CONVKIT_CUDA_TUNE_FILE.
 //       Lines:  netperf <layer> <dir> first_ms <x> steady_ms <y> <engine>
 //               netperf total <dir> first_ms <sum> steady_ms <sum>
-//               netperf plans fused <n> unfused <n> direct <n> split <n> tuned <n> loaded <n>
+//               netperf plans fused <n> unfused <n> direct <n> split <n> tuned <n> loaded <n> gemm <n>
 //   cuda_layers tiny
 //       Host cost of a cached tiny convolution (8x8, 16 channels, mb 1), direct kernel and cuDNN,
 //       with and without bias, both layouts: enqueue-only and with the GPU, in us per call.
@@ -195,10 +195,11 @@ int network(const std::string& batch, int64_t mb, DType dt, const std::string& t
         std::printf("netperf total %s first_ms %.2f steady_ms %.4f\n", name(dir), first_total[k], steady_total[k]);
     }
     const cuda::PlanCounters pc = cuda::plan_counters();
-    std::printf("netperf plans fused %llu unfused %llu direct %llu split %llu tuned %llu loaded %llu\n",
+    std::printf("netperf plans fused %llu unfused %llu direct %llu split %llu tuned %llu loaded %llu gemm %llu\n",
                 static_cast<unsigned long long>(pc.fused), static_cast<unsigned long long>(pc.unfused),
                 static_cast<unsigned long long>(pc.direct), static_cast<unsigned long long>(pc.split),
-                static_cast<unsigned long long>(pc.tuned), static_cast<unsigned long long>(pc.loaded));
+                static_cast<unsigned long long>(pc.tuned), static_cast<unsigned long long>(pc.loaded),
+                static_cast<unsigned long long>(pc.gemm));
     return 0;
 }
 

@@ -590,6 +590,7 @@ TEST(CudaSplitDgrad, MatchesReference) {
     SKIP_WITHOUT_GPU();
 #ifdef CONVKIT_WITH_CUDA
     cuda::set_split_dgrad(1);
+    cuda::set_f64_gemm(0);  // the split is a cuDNN plan; f64 would take the GEMM plan
     clear_cache(Engine::cuda);
     std::vector<Case> cases = {
         Case().spatial(2, 14, 3).channels(16, 32).strides({2}).pad({1}),              // ResNet 3x3/2
@@ -618,14 +619,17 @@ TEST(CudaSplitDgrad, MatchesReference) {
     EXPECT_FALSE(cuda::last_plan().split_dgrad);
     // Off: never; TF32 f32 and bf16: never (tensor-core engines have fast strided dgrads).
     cuda::set_split_dgrad(0);
+    cuda::set_f64_gemm(-1);
     clear_cache(Engine::cuda);
     Case c = cases[0];
     check(c.direction(Dir::bwd_d).dtype(DType::f32).nhwc(false));
     EXPECT_FALSE(cuda::last_plan().split_dgrad);
     cuda::set_split_dgrad(1);
+    cuda::set_f64_gemm(0);  // the split is a cuDNN plan; f64 would take the GEMM plan
     check(c.dtype(DType::bf16).nhwc(true));
     EXPECT_FALSE(cuda::last_plan().split_dgrad);
     cuda::set_split_dgrad(0);
+    cuda::set_f64_gemm(-1);
     clear_cache(Engine::cuda);
 #endif
 }
@@ -640,6 +644,7 @@ TEST(CudaSplitDgrad, AutotuneAndTuneFile) {
     convkit::set_tune_file(path);
     convkit::set_autotune(true);
     cuda::set_split_dgrad(-1);
+    cuda::set_f64_gemm(0);  // the split is a cuDNN plan; f64 would take the GEMM plan
     clear_cache(Engine::cuda);
     Case c = Case().spatial(2, 28, 3).channels(64, 64).strides({2}).pad({1}).batch(8).direction(Dir::bwd_d);
     check(c);
@@ -653,6 +658,7 @@ TEST(CudaSplitDgrad, AutotuneAndTuneFile) {
     EXPECT_TRUE(second.from_tune_file) << second.engine_name;
     std::printf("[          ] tuned: %s; reloaded: %s\n", first.engine_name.c_str(), second.engine_name.c_str());
     cuda::set_split_dgrad(0);
+    cuda::set_f64_gemm(-1);
     convkit::set_tune_file("");
     clear_cache(Engine::cuda);
     std::remove(path.c_str());

@@ -46,17 +46,18 @@ bool has_gpu() {
 enum class Dir { fwd, bwd_d, bwd_w };
 
 // The plan kind a case is meant to exercise (as cuda::last_plan() reports it).
-enum class Kind { fused, conv, explicit_padding, direct, split, widened };
+enum class Kind { fused, conv, explicit_padding, direct, split, widened, gemm };
 
 bool is_kind(Kind k, const cuda::PlanInfo& i) {
     const bool widened = i.engine_name.rfind("widened to f32", 0) == 0;
     switch (k) {
         case Kind::fused: return i.fused;
-        case Kind::conv: return !i.fused && !i.direct && !i.split_dgrad && !widened;
+        case Kind::conv: return !i.fused && !i.direct && !i.split_dgrad && !widened && !i.gemm;
         case Kind::explicit_padding: return i.explicit_padding;
         case Kind::direct: return i.direct;
         case Kind::split: return i.split_dgrad;
         case Kind::widened: return widened;
+        case Kind::gemm: return i.gemm;
     }
     return false;
 }
@@ -72,6 +73,7 @@ struct Case {
     bool bias = false, residual = false, relu = false;
     int64_t direct_max_macs = 0;  // the direct kernel only where a case asks for it
     int split_dgrad = 0;
+    int f64_gemm = 0;  // cuDNN's f64 plans unless a case asks for the GEMM plan
 
     Case& named(std::string n, Kind k) { name = std::move(n); kind = k; return *this; }
     Case& direction(Dir d) { dir = d; return *this; }
@@ -86,6 +88,7 @@ struct Case {
     Case& with_relu() { relu = true; return *this; }
     Case& with_direct_kernel() { direct_max_macs = int64_t(1) << 20; return *this; }
     Case& with_split_dgrad() { split_dgrad = 1; return *this; }
+    Case& with_gemm() { f64_gemm = 1; return *this; }
     Dims dst() const { return output_shape(src, wei, params); }
 };
 
@@ -107,6 +110,12 @@ std::vector<Case> cases() {
             .shapes({8, 32, 14, 14}, {64, 32, 3, 3}).pad(1).with_bias(),
         Case().named("bwd_w_bf16_nhwc_widened", Kind::widened).direction(Dir::bwd_w).dtype(DType::bf16).nhwc()
             .shapes({4, 16, 12, 12}, {32, 16, 3, 3}).pad(1).with_bias(),
+        Case().named("fwd_f64_nhwc_gemm", Kind::gemm).dtype(DType::f64).nhwc()
+            .shapes({4, 16, 14, 14}, {32, 16, 3, 3}).pad(1).with_bias().with_residual().with_relu().with_gemm(),
+        Case().named("bwd_d_f64_nchw_gemm", Kind::gemm).direction(Dir::bwd_d).dtype(DType::f64)
+            .shapes({4, 16, 14, 14}, {32, 16, 3, 3}).stride(2).pad(1).with_gemm(),
+        Case().named("bwd_w_f64_nchw_gemm_bias_grad", Kind::gemm).direction(Dir::bwd_w).dtype(DType::f64)
+            .shapes({4, 16, 14, 14}, {32, 16, 3, 3}).pad(1).with_bias().with_gemm(),
     };
 }
 
@@ -200,7 +209,8 @@ struct Tensors {
 
 bool same_counters(const cuda::PlanCounters& a, const cuda::PlanCounters& b) {
     return a.fused == b.fused && a.unfused == b.unfused && a.direct == b.direct &&
-           a.explicit_padding == b.explicit_padding && a.tuned == b.tuned && a.loaded == b.loaded && a.split == b.split;
+           a.explicit_padding == b.explicit_padding && a.tuned == b.tuned && a.loaded == b.loaded && a.split == b.split &&
+           a.gemm == b.gemm;
 }
 
 class CudaStreamsConcurrent : public ::testing::TestWithParam<Case> {};
@@ -212,6 +222,7 @@ TEST_P(CudaStreamsConcurrent, OnePlanManyThreads) {
     set_allow_tf32(false);
     cuda::set_direct_max_macs(c.direct_max_macs);
     cuda::set_split_dgrad(c.split_dgrad);
+    cuda::set_f64_gemm(c.f64_gemm);
     clear_cache(Engine::cuda);
     const Values v = values(c);
 
@@ -275,6 +286,7 @@ TEST_P(CudaStreamsConcurrent, OnePlanManyThreads) {
 
     cuda::set_direct_max_macs(0);
     cuda::set_split_dgrad(0);
+    cuda::set_f64_gemm(-1);
     clear_cache(Engine::cuda);
     set_allow_tf32(old_tf32);
 }

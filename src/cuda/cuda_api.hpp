@@ -31,6 +31,23 @@ int64_t direct_max_macs();
 void set_split_dgrad(int mode);
 int split_dgrad();
 
+// f64 convolutions as im2col (or the tensor itself, for 1x1 stride-1 unpadded layers) and
+// cuBLAS DGEMM, which runs Hopper's f64 tensor cores (gemm_plan.cpp); every direction, groups,
+// 1D/2D/3D, transposed, bias and post-ops through convkit's epilogue and bias-gradient passes.
+//    -1 (default; CONVKIT_CUDA_F64_GEMM unset or "auto"): with autotuning, timed against cuDNN's
+//      plan and the faster kept (the decision goes to the tune file); without, a rule from
+//      measurements (docs/cuda.md, "f64 through DGEMM").
+//     0: never (cuDNN's f64 engines).  1: wherever it applies.
+// Cached plans keep their choice (clear_cache first).
+void set_f64_gemm(int mode);
+int f64_gemm();
+// The most bytes of the GEMM plan's column buffer (and, channels-first backward-weights, its
+// copy of diff_dst): a problem that needs more runs in chunks of whole images, or of output
+// positions of one image. Default: CONVKIT_CUDA_F64_GEMM_WORKSPACE_MB, else 256 MiB. Read when a
+// plan is built.
+void set_f64_gemm_workspace(int64_t bytes);
+int64_t f64_gemm_workspace();
+
 // What the backend chose for the most recent plan built or found for a problem (for logs and tests).
 struct PlanInfo {
     bool found = false;
@@ -40,6 +57,7 @@ struct PlanInfo {
     bool from_tune_file = false;
     bool autotuned = false;
     bool split_dgrad = false;     // phase-split backward-data (engine_name lists the phases' engines)
+    bool gemm = false;            // f64 as im2col + cuBLAS DGEMM (set_f64_gemm)
     int phases = 0;               // split_dgrad: sub-convolutions run (phases no tap reaches are zero-filled)
     int64_t engine_index = -1;    // cuDNN engine global index
     int64_t workspace = 0;        // bytes
@@ -48,7 +66,7 @@ struct PlanInfo {
 // Counters of how plans were obtained since the last clear_cache(Engine::cuda).
 struct PlanCounters {
     // Phase-split plans count once in `split`; each phase's sub-plan counts as an unfused plan too.
-    uint64_t fused = 0, unfused = 0, direct = 0, explicit_padding = 0, tuned = 0, loaded = 0, split = 0;
+    uint64_t fused = 0, unfused = 0, direct = 0, explicit_padding = 0, tuned = 0, loaded = 0, split = 0, gemm = 0;
 };
 PlanCounters plan_counters();
 // The plan used by the last convolution call on this thread.

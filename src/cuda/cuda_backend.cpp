@@ -61,7 +61,9 @@ public:
     std::string trace_impl(const ConvProblem&) override {
         const PlanInfo i = last_plan();
         if (!i.found) return "cuda";
-        std::string s = i.direct ? "convkit:direct" : "cudnn:" + i.engine_name;
+        std::string s = i.direct ? "convkit:direct"
+                        : i.gemm ? "convkit:" + i.engine_name.substr(std::string("convkit ").size())
+                                 : "cudnn:" + i.engine_name;
         if (i.fused) s += "+fused";
         if (i.split_dgrad) s += "+split_dgrad:" + std::to_string(i.phases);
         if (i.explicit_padding) s += "+explicit_padding";
@@ -117,7 +119,7 @@ public:
         for (auto& c : caches_)
             if (c) c->clear();
         auto& cnt = counters();
-        cnt.fused = cnt.unfused = cnt.direct = cnt.padded = cnt.tuned = cnt.loaded = cnt.split = 0;
+        cnt.fused = cnt.unfused = cnt.direct = cnt.padded = cnt.tuned = cnt.loaded = cnt.split = cnt.gemm = 0;
     }
 
 private:
@@ -155,7 +157,7 @@ private:
 
 PlanCounters plan_counters() {
     const Counters& c = counters();
-    return PlanCounters{c.fused, c.unfused, c.direct, c.padded, c.tuned, c.loaded, c.split};
+    return PlanCounters{c.fused, c.unfused, c.direct, c.padded, c.tuned, c.loaded, c.split, c.gemm};
 }
 
 PlanInfo last_plan() {

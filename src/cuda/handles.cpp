@@ -13,29 +13,35 @@
 namespace convkit::cuda {
 namespace {
 
+template <typename H>
 class HandlePool {
 public:
     // A pooled handle of `device`, or null when none is free.
-    cudnnHandle_t take(int device) {
+    H take(int device) {
         std::lock_guard<std::mutex> lock(mu_);
-        std::vector<cudnnHandle_t>& v = free_[device];
+        std::vector<H>& v = free_[device];
         if (v.empty()) return nullptr;
-        cudnnHandle_t h = v.back();
+        H h = v.back();
         v.pop_back();
         return h;
     }
-    void put(int device, cudnnHandle_t h) {
+    void put(int device, H h) {
         std::lock_guard<std::mutex> lock(mu_);
         free_[device].push_back(h);
     }
 
 private:
     std::mutex mu_;
-    std::map<int, std::vector<cudnnHandle_t>> free_;
+    std::map<int, std::vector<H>> free_;
 };
 
-HandlePool& pool() {
-    static auto* p = new HandlePool;
+HandlePool<cudnnHandle_t>& pool() {
+    static auto* p = new HandlePool<cudnnHandle_t>;
+    return *p;
+}
+
+HandlePool<cublasHandle_t>& blas_pool() {
+    static auto* p = new HandlePool<cublasHandle_t>;
     return *p;
 }
 
@@ -64,5 +70,17 @@ cudnnHandle_t acquire_handle(int device) {
 }
 
 void release_handle(int device, cudnnHandle_t h) { pool().put(device, h); }
+
+cublasHandle_t acquire_blas_handle(int device) {
+    if (cublasHandle_t h = blas_pool().take(device)) return h;
+    cublasHandle_t h;
+    const cublasStatus_t st = cublasCreate(&h);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        throw Error(st == CUBLAS_STATUS_ALLOC_FAILED ? ErrorKind::out_of_memory : ErrorKind::backend,
+                    std::string("cublasCreate: ") + cublasGetStatusString(st));
+    return h;
+}
+
+void release_blas_handle(int device, cublasHandle_t h) { blas_pool().put(device, h); }
 
 }  // namespace convkit::cuda

@@ -1,6 +1,8 @@
 // Per-device state of the CUDA backend: the device's name and compute capability (for the tune
-// key and describe()), and the pool of cuDNN handles that calls lease for their duration.
+// key and describe()), and the pools of cuDNN and cuBLAS handles that calls lease for their
+// duration.
 #pragma once
+#include <cublas_v2.h>
 #include <cudnn.h>
 
 #include <string>
@@ -31,6 +33,23 @@ public:
 private:
     int device_;
     cudnnHandle_t h_;
+};
+
+// The same for cuBLAS (the f64 GEMM plan), with the same rules.
+cublasHandle_t acquire_blas_handle(int device);
+void release_blas_handle(int device, cublasHandle_t h);
+
+class BlasLease {
+public:
+    explicit BlasLease(int device) : device_(device), h_(acquire_blas_handle(device)) {}
+    ~BlasLease() { release_blas_handle(device_, h_); }
+    cublasHandle_t get() const { return h_; }
+    BlasLease(const BlasLease&) = delete;
+    BlasLease& operator=(const BlasLease&) = delete;
+
+private:
+    int device_;
+    cublasHandle_t h_;
 };
 
 }  // namespace convkit::cuda

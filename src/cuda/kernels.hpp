@@ -88,6 +88,37 @@ void launch_widen_blocks(float* dst, const void* src, DType dt, int64_t width, i
 // dst[i] = float(src[i]) for i < n: a 16-bit (or f32) tensor widened to f32, memory order.
 void launch_widen(float* dst, const void* src, DType src_dt, int64_t n, void* stream);
 
+// The f64 GEMM plan's data movement (im2col.cu). A chunk is images [n0, n0 + nb) and, of each,
+// output positions [m0, m0 + mlen) (d, h, w flattened; nb > 1 only with whole images); j below is
+// a column of the chunk, (n - n0) * mlen + (m - m0). The columns' rows k run over one group's
+// icg channels and the kernel taps, in the order of the weights the GEMM multiplies them with:
+//   k_major (channels-first activations): col[k * ncol + j], k = ((c * kd + z) * kh + y) * kw + x
+//   otherwise (channels-last):            col[j * K + k],    k = ((z * kh + y) * kw + x) * icg + c
+// Geometry is (d, h, w) with neutral values for missing dimensions.
+struct ColGeometry {
+    int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, k[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, pad[3] = {0, 0, 0},
+            dilation[3] = {1, 1, 1};
+    int64_t icg = 1;
+    bool k_major = true;
+};
+struct ColChunk {
+    int64_t n0 = 0, nb = 1, m0 = 0, mlen = 1;
+};
+// col = the chunk's input windows of channels [c0, c0 + icg) of `src` (strides n, c, d, h, w);
+// padding reads as 0.
+void launch_im2col(const ColGeometry& g, const ColChunk& ch, const double* src, const int64_t* src_st, int64_t c0,
+                   double* col, void* stream);
+// The backward-data gather: each diff_src element of channels [c0, c0 + icg) of the chunk's
+// images whose coordinate along spatial dim `outer` (0 = d, 1 = h, 2 = w) is in [lo, hi] gets the
+// sum, in a fixed tap order, of the columns of the chunk that read it: written, or added to what
+// is there (`accumulate`: an image split into several chunks, zeroed before its first).
+void launch_col2im(const ColGeometry& g, const ColChunk& ch, const double* col, double* dst, const int64_t* dst_st,
+                   int64_t c0, int outer, int64_t lo, int64_t hi, bool accumulate, void* stream);
+
+// out[i] = (first ? 0 : out[i]) + parts[0 * n + i] + ... + parts[(slices - 1) * n + i], in that
+// order: the GEMM plan's split-K backward-weights sums.
+void launch_sum_slices(double* out, const double* parts, int64_t n, int slices, bool first, void* stream);
+
 void launch_spin(void* stream, double ms, int clock_khz);
 
 }  // namespace convkit::cuda

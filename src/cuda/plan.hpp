@@ -74,6 +74,12 @@ bool split_applies(const core::ConvProblem& p);
 // Null if a phase's paddings do not make a valid stride-1 convolution or no engine runs a phase.
 std::shared_ptr<const Plan> build_split_plan(const core::ConvProblem& p, bool aligned, cudnnHandle_t h, bool from_tune_file);
 
+// gemm_plan.cpp: f64 as im2col + cuBLAS DGEMM (cuda_api.hpp's set_f64_gemm). Chosen above the
+// cuDNN kinds: by the mode, the tune file, autotuning, or gemm_preferred (the rule without tuning).
+bool gemm_applies(const core::ConvProblem& p);
+bool gemm_preferred(const core::ConvProblem& p);
+std::shared_ptr<const Plan> build_gemm_plan(const core::ConvProblem& p);
+
 // ---------------------------------------------------------------------------------------------
 // Shared by the kinds (plan.cpp).
 
@@ -109,7 +115,7 @@ private:
 
 // How plans were obtained since the last clear_cache (cuda_api.hpp's PlanCounters).
 struct Counters {
-    std::atomic<uint64_t> fused{0}, unfused{0}, direct{0}, padded{0}, tuned{0}, loaded{0}, split{0};
+    std::atomic<uint64_t> fused{0}, unfused{0}, direct{0}, padded{0}, tuned{0}, loaded{0}, split{0}, gemm{0};
 };
 Counters& counters();
 

@@ -3,6 +3,7 @@
 // backward-data where it applies and wins (cuda_api.hpp's set_split_dgrad). Every plan is built for
 // the problem with its post-padding normalized (graph_spec.hpp).
 #include "convkit/conv.hpp"
+#include "cuda/cuda_api.hpp"
 #include "cuda/engine_choice.hpp"
 #include "cuda/graph_spec.hpp"
 #include "cuda/plan.hpp"
@@ -68,8 +69,11 @@ std::shared_ptr<const Plan> build_plain(const ConvProblem& p, bool aligned, cudn
     return nullptr;
 }
 
-std::shared_ptr<const Plan> build_plan(const ConvProblem& problem, bool aligned, cudnnHandle_t h, cudaStream_t s) {
-    const ConvProblem p = normalized(problem);
+namespace {
+
+// cuDNN's way of running `p` (normalized): the extended output, the split backward-data, or the
+// first plain kind that builds.
+std::shared_ptr<const Plan> build_cudnn_plan(const ConvProblem& p, bool aligned, cudnnHandle_t h, cudaStream_t s) {
     if (extend_applies(p)) return build_extend_plan(p, aligned, h, s);
     std::string error;
     if (!split_applies(p)) return or_no_plan(build_plain(p, aligned, h, &error), p, error);
@@ -112,6 +116,57 @@ std::shared_ptr<const Plan> build_plan(const ConvProblem& problem, bool aligned,
     out.engine_index = pick;  // the tune file's record of the decision: 1 split, 0 not
     tune_store(key, out);
     return pick == 1 ? use_split() : plain;
+}
+
+// The convolution alone: what autotuning times to choose between the GEMM plan and cuDNN (the
+// epilogue and bias-gradient passes after either are the same).
+ConvProblem without_extras(ConvProblem p) {
+    p.with_bias = false;
+    p.n_post_ops = 0;
+    for (core::PostOpDesc& d : p.post_ops) d = core::PostOpDesc{};
+    return p;
+}
+
+std::shared_ptr<const Plan> use_gemm(const ConvProblem& p) {
+    counters().gemm++;
+    return build_gemm_plan(p);
+}
+
+}  // namespace
+
+std::shared_ptr<const Plan> build_plan(const ConvProblem& problem, bool aligned, cudnnHandle_t h, cudaStream_t s) {
+    const ConvProblem p = normalized(problem);
+    if (!gemm_applies(p)) return build_cudnn_plan(p, aligned, h, s);
+    int decision = f64_gemm();  // 1 GEMM, 0 cuDNN, -1 still to decide
+    const ConvProblem q = without_extras(p);
+    const std::string key = tune_key(q, "f64gemm", aligned ? 16 : 8);
+    if (decision < 0) {
+        TunedChoice tc;
+        if (tune_lookup(key, &tc)) decision = tc.engine_index == 1 ? 1 : 0;
+        else if (!convkit::autotune()) decision = gemm_preferred(p) ? 1 : 0;
+    }
+    if (decision == 1) return use_gemm(p);
+    if (decision == 0) return build_cudnn_plan(p, aligned, h, s);
+    // Autotuning: the two convolutions timed whole, the faster kept and recorded.
+    std::shared_ptr<const Plan> cudnn_q = build_cudnn_plan(q, aligned, h, s);
+    std::shared_ptr<const Plan> gemm_q = build_gemm_plan(q);
+    int pick = 1;
+    if (cudnn_q->info().found) {
+        try {
+            pick = time_whole_plans(q, {cudnn_q.get(), gemm_q.get()}, s);
+        } catch (const Error& e) {
+            if (e.kind() != ErrorKind::out_of_memory) throw;
+            pick = -1;
+        }
+    }
+    if (pick < 0) pick = gemm_preferred(p) ? 1 : 0;  // could not time: the rule
+    else {
+        TunedChoice out;
+        out.engine_index = pick;  // the tune file's record: 1 GEMM, 0 cuDNN
+        tune_store(key, out);
+    }
+    if (pick == 1) return use_gemm(p);
+    return q == p ? cudnn_q : build_cudnn_plan(p, aligned, h, s);
 }
 
 }  // namespace convkit::cuda

@@ -13,6 +13,8 @@ namespace {
 
 std::atomic<int64_t> g_direct_max_macs{-1};  // -1: not yet read from the environment
 std::atomic<int> g_split_dgrad{-2};          // -2: not yet read from the environment; else -1 auto, 0, 1
+std::atomic<int> g_f64_gemm{-2};             // as g_split_dgrad
+std::atomic<int64_t> g_gemm_workspace{-1};   // -1: not yet read from the environment
 
 }  // namespace
 
@@ -73,6 +75,29 @@ int split_dgrad() {
     if (v == -2) {
         v = core::env::mode("CONVKIT_CUDA_SPLIT_DGRAD", 0);  // unset or "0": 0, "auto": -1, else 1
         g_split_dgrad = v;
+    }
+    return v;
+}
+
+void set_f64_gemm(int mode) { g_f64_gemm = mode < 0 ? -1 : mode > 0 ? 1 : 0; }
+
+int f64_gemm() {
+    int v = g_f64_gemm.load();
+    if (v == -2) {
+        v = core::env::mode("CONVKIT_CUDA_F64_GEMM", -1);  // unset or "auto": -1, "0": 0, else 1
+        g_f64_gemm = v;
+    }
+    return v;
+}
+
+void set_f64_gemm_workspace(int64_t bytes) { g_gemm_workspace = std::max<int64_t>(bytes, 1); }
+
+int64_t f64_gemm_workspace() {
+    int64_t v = g_gemm_workspace.load();
+    if (v < 0) {
+        const int64_t mb = core::env::integer("CONVKIT_CUDA_F64_GEMM_WORKSPACE_MB", 256);
+        v = (mb > 0 ? mb : 256) * (int64_t(1) << 20);
+        g_gemm_workspace = v;
     }
     return v;
 }
