@@ -19,6 +19,7 @@
 #include "support/cuda_tolerance.hpp"
 #ifdef CONVKIT_WITH_CUDA
 #include "cuda/cuda_api.hpp"
+#include "support/cuda_device.hpp"
 #endif
 
 using namespace convkit;
@@ -30,6 +31,8 @@ using convkit::tools::to_host_f64;
 
 namespace {
 
+using convkit::test::has_gpu;
+
 #ifdef CONVKIT_WITH_CUDA
 // The suite exercises cuDNN, so the direct kernel for tiny forward problems (which would take most
 // of these small shapes) is off unless a test turns it on.
@@ -39,12 +42,6 @@ public:
 };
 ::testing::Environment* const kNoDirect = ::testing::AddGlobalTestEnvironment(new NoDirectKernel);
 #endif
-
-bool has_gpu() {
-    for (Engine e : available_engines())
-        if (e == Engine::cuda) return true;
-    return false;
-}
 
 #define SKIP_WITHOUT_GPU() \
     if (!has_gpu()) GTEST_SKIP() << "no CUDA device visible"

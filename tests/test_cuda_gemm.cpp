@@ -15,17 +15,12 @@
 
 #include "cuda/cuda_api.hpp"
 #include "support/conv_tester.hpp"
+#include "support/cuda_device.hpp"
 
 using namespace convkit;
 using namespace convkit::test;
 
 namespace {
-
-bool has_gpu() {
-    for (Engine e : available_engines())
-        if (e == Engine::cuda) return true;
-    return false;
-}
 
 // Every direction of `t` that it runs (the forward only with post-ops), each on a fresh cache:
 // agrees with the reference, and its plan took the DGEMM path (`gemm`) or did not.

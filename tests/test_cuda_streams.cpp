@@ -24,6 +24,7 @@
 #include "convkit/convkit.hpp"
 #include "support/cuda_tolerance.hpp"
 #include "cuda/cuda_api.hpp"
+#include "support/cuda_device.hpp"
 
 using namespace convkit;
 using convkit::test::cuda::rel_err;
@@ -34,14 +35,10 @@ using convkit::tools::to_host_f64;
 
 namespace {
 
+using convkit::test::has_gpu;
+
 constexpr int kThreads = 4;
 constexpr int kIterations = 40;  // per thread, two calls in flight on its stream each
-
-bool has_gpu() {
-    for (Engine e : available_engines())
-        if (e == Engine::cuda) return true;
-    return false;
-}
 
 enum class Dir { fwd, bwd_d, bwd_w };
 

@@ -6,17 +6,12 @@
 #include <gtest/gtest.h>
 
 #include "support/conv_tester.hpp"
+#include "support/cuda_device.hpp"
 
 using namespace convkit;
 using namespace convkit::test;
 
 namespace {
-
-bool has_gpu() {
-    for (Engine e : available_engines())
-        if (e == Engine::cuda) return true;
-    return false;
-}
 
 class CudaTransposed : public ::testing::TestWithParam<std::tuple<DType, Layout>> {
 protected:
