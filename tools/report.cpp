@@ -557,7 +557,10 @@ std::string roofline_svg(const ReportData& d, const std::string& dt, const std::
         ylo = std::min(ylo, p.gf), yhi = std::max(yhi, p.gf);
     }
     const bool have_p = std::isfinite(P) && P > 0, have_b = std::isfinite(B) && B > 0;
-    if (have_p) yhi = std::max(yhi, P);
+    // The compute roof stays inside the plot even below every point: a peak measured on a busy
+    // machine can come out under what the layers reached, and a plot starting above the roof
+    // drew the memory ceiling backwards (a flaky cli_bench_report in CI).
+    if (have_p) yhi = std::max(yhi, P), ylo = std::min(ylo, P);
     if (have_p && have_b) xlo = std::min(xlo, P / B), xhi = std::max(xhi, P / B);
     // Log bounds with a margin around the data and the ridge, at least a decade wide.
     auto bounds = [](double lo, double hi, double* l0, double* l1) {
