@@ -74,6 +74,9 @@ struct Gemm {
     }
 };
 
+// cuBLAS's workspace per call: NVIDIA's documented recommendation for Hopper is 32 MiB.
+constexpr std::size_t kBlasWorkspace = std::size_t(32) << 20;
+
 // Channels-first images of at most this many output positions run as one GEMM per chunk
 // (measured, H200, ResNet-50 f64 mb 8: 7x7 images gained 15-25%; 14x14 and larger lost 5-30% to
 // the copies).
@@ -156,13 +159,19 @@ public:
         info_.engine_name = direct_ ? "convkit DGEMM" : "convkit im2col+DGEMM";
         if (nb_ * mlen_ < p.mb * ohw_)
             info_.engine_name += " (" + std::to_string((p.mb * ohw_ + nb_ * mlen_ - 1) / (nb_ * mlen_)) + " chunks)";
-        info_.workspace = (col_elems_ + dyt_elems_ + wei_tmp_elems_ + temp_elems_ + part_elems_) * int64_t(sizeof(double));
+        info_.workspace = (col_elems_ + dyt_elems_ + wei_tmp_elems_ + temp_elems_ + part_elems_) * int64_t(sizeof(double)) +
+                          int64_t(kBlasWorkspace);
     }
 
     void run(const ConvArgs& a, cudaStream_t s) const override {
         const ConvProblem& p = problem_;
         BlasLease h(p.device.index);
         check_blas(cublasSetStream(h.get(), s), "cublasSetStream");
+        // The handle goes back to the pool while its GEMMs may still be queued, and another call
+        // may take it for another stream: its own default workspace would then be shared by two
+        // streams at once. A workspace from the stream-ordered allocator is this call's alone.
+        core::Buffer blas_ws = make_buffer(p.device, kBlasWorkspace, s, "cuBLAS workspace");
+        check_blas(cublasSetWorkspace(h.get(), blas_ws.data(), kBlasWorkspace), "cublasSetWorkspace");
         const Gemm gemm{h.get()};
         auto buffer = [&](int64_t elems, const char* what) {
             return elems > 0 ? make_buffer(p.device, static_cast<std::size_t>(elems) * sizeof(double), s, what) : core::Buffer();
