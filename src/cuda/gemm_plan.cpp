@@ -142,15 +142,20 @@ public:
         col_elems_ = direct_ ? 0 : K_ * nb_ * mlen_;
         dyt_elems_ = dy_copy && nb_ > 1 ? p.oc * nb_ * mlen_ : 0;  // [oc][n][m]: diff_dst, or fwd's result
         wei_tmp_elems_ = p.wei_layout == p.src_layout ? 0 : p.oc * K_;
+        if (wei_tmp_elems_ > 0) {  // the reordered weights: [oc][K] in the columns' row order
+            const int64_t taps = geo_.k[0] * geo_.k[1] * geo_.k[2];
+            const int64_t sizes[kMaxRank] = {p.oc, geo_.icg, geo_.k[0], geo_.k[1], geo_.k[2]};
+            const int64_t first[kMaxRank] = {K_, taps, geo_.k[1] * geo_.k[2], geo_.k[2], 1};
+            const int64_t last[kMaxRank] = {K_, 1, geo_.k[1] * geo_.k[2] * geo_.icg, geo_.k[2] * geo_.icg, geo_.icg};
+            std::copy(sizes, sizes + kMaxRank, wsizes_);
+            std::copy(geo_.k_major ? first : last, (geo_.k_major ? first : last) + kMaxRank, canon_);
+        }
         if (per_image_ && nb_ > 1) part_elems_ = nb_ * p.oc * K_;
         epilogue_ = p.has_epilogue();
         if (epilogue_) {
             fill_epilogue_template(p, &epi_);
-            if (p.has_sum()) {
-                const ConvProblem v = p.epilogue_view();
-                temp_elems_ = 1;
-                for (int64_t d : v.dst_dims()) temp_elems_ *= d;
-            }
+            if (p.has_sum())
+                temp_elems_ = static_cast<int64_t>(dense_bytes(p.epilogue_view().dst_dims(), DType::f64) / sizeof(double));
         }
         bias_grad_ = p.dir == Direction::bwd_w && p.with_bias;
 
@@ -186,27 +191,16 @@ public:
         core::spatial3_view(a.src, p.nsp, sizes, sst);
         core::spatial3_view(a.dst, p.nsp, sizes, dst_st);
         core::spatial3_view(a.weights, p.nsp, sizes, wst);
-        // The weights as [oc][K] in the columns' row order.
-        const int64_t taps = geo_.k[0] * geo_.k[1] * geo_.k[2];
-        const int64_t wsizes[kMaxRank] = {p.oc, geo_.icg, geo_.k[0], geo_.k[1], geo_.k[2]};
-        int64_t canon[kMaxRank];
-        if (geo_.k_major) {
-            const int64_t c[kMaxRank] = {K_, taps, geo_.k[1] * geo_.k[2], geo_.k[2], 1};
-            std::copy(c, c + kMaxRank, canon);
-        } else {
-            const int64_t c[kMaxRank] = {K_, 1, geo_.k[1] * geo_.k[2] * geo_.icg, geo_.k[2] * geo_.icg, geo_.icg};
-            std::copy(c, c + kMaxRank, canon);
-        }
         double* W = static_cast<double*>(a.weights.data);
         if (wtmp.data()) {
-            if (p.dir != Direction::bwd_w) launch_copy_window(wtmp.data(), canon, a.weights.data, wst, wsizes, 8, s);
+            if (p.dir != Direction::bwd_w) launch_copy_window(wtmp.data(), canon_, a.weights.data, wst, wsizes_, 8, s);
             W = static_cast<double*>(wtmp.data());
         }
         const double* src = static_cast<const double*>(a.src.data);
         const double* dy = static_cast<const double*>(a.dst.data);
         double* colp = static_cast<double*>(col.data());
-        // Channels-last: elements between positions (the channel count); channels-first: between channels.
-        const int64_t s_ld = geo_.k_major ? sst[1] : sst[4], d_ld = geo_.k_major ? dst_st[1] : dst_st[4];
+        // Channels-last: elements between positions of diff_dst / dst; channels-first: between channels.
+        const int64_t d_ld = geo_.k_major ? dst_st[1] : dst_st[4];
         const int64_t icg = geo_.icg, ocg = p.ocg();
 
         bool first = true;
@@ -233,7 +227,7 @@ public:
                             else
                                 gemm(true, false, ocg, M, K_, Wg, K_, A.p, A.ld, 0, out + pos0 * d_ld + g * ocg, d_ld);
                         }
-                        if (flat_) permute(out + n0 * dst_st[0], dyt.data(), dst_st, ch, false, s);
+                        if (flat_) permute(static_cast<const double*>(dyt.data()), out + n0 * dst_st[0], dst_st, ch, false, s);
                         break;
                     }
                     case Direction::bwd_d: {
@@ -246,7 +240,7 @@ public:
                         }
                         const double* dyp = dy;
                         if (flat_) {
-                            permute(const_cast<double*>(dy + n0 * dst_st[0]), dyt.data(), dst_st, ch, true, s);
+                            permute(dy + n0 * dst_st[0], static_cast<double*>(dyt.data()), dst_st, ch, true, s);
                             dyp = static_cast<const double*>(dyt.data());
                         }
                         int64_t lo = 0, hi = geo_.in[outer_] - 1;
@@ -257,25 +251,17 @@ public:
                                                            (geo_.k[o] - 1) * geo_.dilation[o]);
                         }
                         for (int64_t g = 0; g < p.g; ++g) {
-                            double* C;
-                            int64_t ldc, sc;
-                            if (direct_) {
-                                C = geo_.k_major ? out + n0 * sst[0] + g * icg * sst[1] + m0 : out + pos0 * s_ld + g * icg;
-                                ldc = s_ld;
-                                sc = sst[0];
-                            } else {
-                                C = colp;
-                                ldc = geo_.k_major ? M : K_;
-                                sc = ch.mlen;
-                            }
+                            // The result: diff_src itself (1x1 stride 1), else the columns' gradient.
+                            const Place C = direct_ ? in_place(sst, ch, g) : column_matrix(ch);
+                            double* Cp = (direct_ ? out : colp) + C.offset;
                             const double* Wg = W + g * ocg * K_;
                             if (flat_)
-                                gemm(false, true, M, K_, ocg, dyp + g * ocg * M, M, Wg, K_, 0, C, ldc);
+                                gemm(false, true, M, K_, ocg, dyp + g * ocg * M, M, Wg, K_, 0, Cp, C.ld);
                             else if (geo_.k_major)
-                                gemm(false, true, ch.mlen, K_, ocg, dy + n0 * dst_st[0] + g * ocg * d_ld + m0, d_ld, Wg, K_, 0, C, ldc,
-                                     ch.nb, dst_st[0], 0, sc);
+                                gemm(false, true, ch.mlen, K_, ocg, dy + n0 * dst_st[0] + g * ocg * d_ld + m0, d_ld, Wg, K_, 0, Cp, C.ld,
+                                     ch.nb, dst_st[0], 0, C.image);
                             else
-                                gemm(false, false, K_, M, ocg, Wg, K_, dy + pos0 * d_ld + g * ocg, d_ld, 0, C, ldc);
+                                gemm(false, false, K_, M, ocg, Wg, K_, dy + pos0 * d_ld + g * ocg, d_ld, 0, Cp, C.ld);
                             if (!direct_) launch_col2im(geo_, ch, colp, out, sst, g * icg, outer_, lo, hi, partial, s);
                         }
                         break;
@@ -285,7 +271,7 @@ public:
                         int64_t dy_ld = d_ld;
                         if (dyt.data()) {
                             // diff_dst of the chunk's images as [oc][n][m]: one GEMM sums over all of them.
-                            permute(const_cast<double*>(dy + n0 * dst_st[0]), dyt.data(), dst_st, ch, true, s);
+                            permute(dy + n0 * dst_st[0], static_cast<double*>(dyt.data()), dst_st, ch, true, s);
                             dyp = static_cast<const double*>(dyt.data());
                             dy_ld = M;
                         } else if (geo_.k_major) {
@@ -317,7 +303,7 @@ public:
             }
         }
         if (p.dir == Direction::bwd_w && wtmp.data())
-            launch_copy_window(a.weights.data, wst, wtmp.data(), canon, wsizes, 8, s);
+            launch_copy_window(a.weights.data, wst, wtmp.data(), canon_, wsizes_, 8, s);
         if (epilogue_) {
             const TensorView& out = core::epilogue_tensor(p, a);
             EpilogueArgs e = epilogue_args(epi_, a, out);
@@ -328,31 +314,42 @@ public:
     }
 
 private:
-    // The GEMM operand of group g's input windows in chunk `ch`: the tensor itself (direct_) or
-    // the columns im2col writes into `col`. ld and image (the stride between images of a
-    // channels-first batch) in elements.
+    // Where a GEMM operand lies, in elements: offset (from a tensor or the columns), leading
+    // dimension, and the stride between the images of a channels-first batch.
+    struct Place {
+        int64_t offset, ld, image;
+    };
+    // Group g's channels of the chunk in a 1x1 stride-1 layer's activation of strides `st`, which
+    // the GEMM reads or writes in place of the columns.
+    Place in_place(const int64_t* st, const ColChunk& ch, int64_t g) const {
+        const int64_t icg = geo_.icg;
+        if (geo_.k_major) return {ch.n0 * st[0] + g * icg * st[1] + ch.m0, st[1], st[0]};
+        return {(ch.n0 * ohw_ + ch.m0) * st[4] + g * icg, st[4], st[0]};
+    }
+    Place column_matrix(const ColChunk& ch) const { return {0, geo_.k_major ? ch.nb * ch.mlen : K_, ch.mlen}; }
+    // The GEMM operand of group g's input windows in chunk `ch`: src itself (direct_) or the
+    // columns im2col writes into `col`.
     struct Operand {
         const double* p;
         int64_t ld, image;
     };
     Operand columns(const ColChunk& ch, int64_t g, const double* src, const int64_t* sst, double* col, cudaStream_t s) const {
-        const int64_t icg = geo_.icg;
         if (direct_) {
-            if (geo_.k_major) return {src + ch.n0 * sst[0] + g * icg * sst[1] + ch.m0, sst[1], sst[0]};
-            return {src + (ch.n0 * ohw_ + ch.m0) * sst[4] + g * icg, sst[4], sst[0]};
+            const Place at = in_place(sst, ch, g);
+            return {src + at.offset, at.ld, at.image};
         }
-        launch_im2col(geo_, ch, src, sst, g * icg, col, s);
-        return {col, geo_.k_major ? ch.nb * ch.mlen : K_, ch.mlen};
+        launch_im2col(geo_, ch, src, sst, g * geo_.icg, col, s);
+        const Place at = column_matrix(ch);
+        return {col, at.ld, at.image};
     }
 
-    // Between a chunk of whole channels-first images (`image`: at its first image, strides `st`)
-    // and the [oc][n][m] matrix `flat`: to_flat copies the images into it, else back.
-    void permute(void* image, void* flat, const int64_t* st, const ColChunk& ch, bool to_flat, cudaStream_t s) const {
+    // Copies between a chunk of whole channels-first images (at its first image, strides `st`)
+    // and the [oc][n][m] matrix: into the matrix when `to_flat`, else back.
+    void permute(const double* from, double* to, const int64_t* st, const ColChunk& ch, bool to_flat, cudaStream_t s) const {
         const int64_t sizes[kMaxRank] = {ch.nb, problem_.oc, 1, 1, ch.mlen};
         const int64_t im[kMaxRank] = {st[0], st[1], 0, 0, 1};
         const int64_t fl[kMaxRank] = {ch.mlen, ch.nb * ch.mlen, 0, 0, 1};
-        if (to_flat) launch_copy_window(flat, fl, image, im, sizes, 8, s);
-        else launch_copy_window(image, im, flat, fl, sizes, 8, s);
+        launch_copy_window(to, to_flat ? fl : im, from, to_flat ? im : fl, sizes, 8, s);
     }
 
     ColGeometry geo_;
@@ -361,6 +358,7 @@ private:
     int64_t inner_ = 1;
     bool direct_ = false, flat_ = false, per_image_ = false, epilogue_ = false, bias_grad_ = false;
     int64_t col_elems_ = 0, dyt_elems_ = 0, wei_tmp_elems_ = 0, temp_elems_ = 0, part_elems_ = 0;
+    int64_t wsizes_[kMaxRank] = {}, canon_[kMaxRank] = {};  // the weights and their reordered strides
     EpilogueArgs epi_;
 };
 

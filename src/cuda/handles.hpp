@@ -20,36 +20,26 @@ const DeviceInfo& device_info(int device);
 cudnnHandle_t acquire_handle(int device);
 void release_handle(int device, cudnnHandle_t h);
 
-// cuDNN handles are not thread-safe; a lease per call lets threads run concurrently without one
-// handle per (device, thread) that would outlive its thread.
-class HandleLease {
-public:
-    explicit HandleLease(int device) : device_(device), h_(acquire_handle(device)) {}
-    ~HandleLease() { release_handle(device_, h_); }
-    cudnnHandle_t get() const { return h_; }
-    HandleLease(const HandleLease&) = delete;
-    HandleLease& operator=(const HandleLease&) = delete;
-
-private:
-    int device_;
-    cudnnHandle_t h_;
-};
-
 // The same for cuBLAS (the f64 GEMM plan), with the same rules.
 cublasHandle_t acquire_blas_handle(int device);
 void release_blas_handle(int device, cublasHandle_t h);
 
-class BlasLease {
+// cuDNN and cuBLAS handles are not thread-safe; a lease per call lets threads run concurrently
+// without one handle per (device, thread) that would outlive its thread.
+template <typename H, H (*Acquire)(int), void (*Release)(int, H)>
+class Lease {
 public:
-    explicit BlasLease(int device) : device_(device), h_(acquire_blas_handle(device)) {}
-    ~BlasLease() { release_blas_handle(device_, h_); }
-    cublasHandle_t get() const { return h_; }
-    BlasLease(const BlasLease&) = delete;
-    BlasLease& operator=(const BlasLease&) = delete;
+    explicit Lease(int device) : device_(device), h_(Acquire(device)) {}
+    ~Lease() { Release(device_, h_); }
+    H get() const { return h_; }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
 
 private:
     int device_;
-    cublasHandle_t h_;
+    H h_;
 };
+using HandleLease = Lease<cudnnHandle_t, acquire_handle, release_handle>;
+using BlasLease = Lease<cublasHandle_t, acquire_blas_handle, release_blas_handle>;
 
 }  // namespace convkit::cuda

@@ -30,28 +30,29 @@ dim3 grid2(int64_t x_items, int x_per_block, int64_t y_items) {
                 static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(y_items, 65535))), 1);
 }
 
-// Output position m of an image as (d, h, w).
-__device__ inline void split_position(int m, const ColGeometry& g, int& od, int& oh, int& ow) {
+// Column j of the chunk: its image within the chunk (returned) and the first input coordinate
+// (d, h, w) of its window, which may lie in the padding.
+__device__ inline int window_of(const ColGeometry& g, const ColChunk& ch, int j, int* origin) {
+    const int mlen = static_cast<int>(ch.mlen), nl = j / mlen;
+    const int m = static_cast<int>(ch.m0) + (j - nl * mlen);
     const int o1 = static_cast<int>(g.out[1]), o2 = static_cast<int>(g.out[2]);
-    ow = m % o2;
     const int r = m / o2;
-    oh = r % o1;
-    od = r / o1;
+    const int o[3] = {r / o1, r % o1, m % o2};
+    for (int i = 0; i < 3; ++i) origin[i] = o[i] * int(g.stride[i]) - int(g.pad[i]);
+    return nl;
 }
 
 // Channels-first: thread = column j, channels blockIdx.y * cpt + [0, cpt) (strided by the grid),
 // every tap; consecutive threads write consecutive columns of a row.
 __global__ void im2col_kmajor(ColGeometry g, ColChunk ch, const double* __restrict__ src, St5 st, int64_t c0,
                               double* __restrict__ col, int cpt) {
-    const int mlen = static_cast<int>(ch.mlen), ncol = static_cast<int>(ch.nb * ch.mlen);
+    const int ncol = static_cast<int>(ch.nb * ch.mlen);
     const int k0 = static_cast<int>(g.k[0]), k1 = static_cast<int>(g.k[1]), k2 = static_cast<int>(g.k[2]);
     const int taps = k0 * k1 * k2, icg = static_cast<int>(g.icg);
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < ncol; j += gridDim.x * blockDim.x) {
-        const int nl = j / mlen;
-        int od, oh, ow;
-        split_position(static_cast<int>(ch.m0) + (j - nl * mlen), g, od, oh, ow);
-        const int id0 = od * int(g.stride[0]) - int(g.pad[0]), ih0 = oh * int(g.stride[1]) - int(g.pad[1]),
-                  iw0 = ow * int(g.stride[2]) - int(g.pad[2]);
+        int o0[3];
+        const int nl = window_of(g, ch, j, o0);
+        const int id0 = o0[0], ih0 = o0[1], iw0 = o0[2];
         const double* sn = src + (ch.n0 + nl) * st.v[0];
         for (int cb = blockIdx.y * cpt; cb < icg; cb += gridDim.y * cpt) {
             const int ce = min(cb + cpt, icg);
@@ -80,15 +81,13 @@ __global__ void im2col_kmajor(ColGeometry g, ColChunk ch, const double* __restri
 // elements (c fastest), so a warp reads and writes consecutive channels.
 __global__ void im2col_jmajor(ColGeometry g, ColChunk ch, const double* __restrict__ src, St5 st, int64_t c0,
                               double* __restrict__ col) {
-    const int mlen = static_cast<int>(ch.mlen), ncol = static_cast<int>(ch.nb * ch.mlen);
+    const int ncol = static_cast<int>(ch.nb * ch.mlen);
     const int k1 = static_cast<int>(g.k[1]), k2 = static_cast<int>(g.k[2]);
     const int icg = static_cast<int>(g.icg), K = static_cast<int>(g.icg * g.k[0] * g.k[1] * g.k[2]);
     for (int j = blockIdx.x * blockDim.y + threadIdx.y; j < ncol; j += gridDim.x * blockDim.y) {
-        const int nl = j / mlen;
-        int od, oh, ow;
-        split_position(static_cast<int>(ch.m0) + (j - nl * mlen), g, od, oh, ow);
-        const int id0 = od * int(g.stride[0]) - int(g.pad[0]), ih0 = oh * int(g.stride[1]) - int(g.pad[1]),
-                  iw0 = ow * int(g.stride[2]) - int(g.pad[2]);
+        int o0[3];
+        const int nl = window_of(g, ch, j, o0);
+        const int id0 = o0[0], ih0 = o0[1], iw0 = o0[2];
         const double* sn = src + (ch.n0 + nl) * st.v[0] + c0 * st.v[1];
         double* out = col + int64_t(j) * K;
         if (icg >= 32) {

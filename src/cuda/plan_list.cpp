@@ -71,6 +71,38 @@ std::shared_ptr<const Plan> build_plain(const ConvProblem& p, bool aligned, cudn
 
 namespace {
 
+// The choice between cuDNN's plan (0) and an alternative (1) recorded or made without timing:
+// `mode` when set (0 / 1), else the tune file's record under `key` (*from_file then true), else
+// `rule` without autotuning; -1: to be timed.
+int untimed_choice(int mode, const std::string& key, bool rule, bool* from_file) {
+    if (mode >= 0) return mode;
+    TunedChoice tc;
+    if (tune_lookup(key, &tc)) {
+        *from_file = true;
+        return tc.engine_index == 1 ? 1 : 0;
+    }
+    return convkit::autotune() ? -1 : rule ? 1 : 0;
+}
+
+void record_choice(const std::string& key, int pick) {
+    TunedChoice out;
+    out.engine_index = pick;  // the tune file's record of the decision: 1 the alternative, 0 cuDNN's plan
+    tune_store(key, out);
+}
+
+// `plain` (0) and `alt` (1) timed whole as they run on `p`; the faster, recorded under `key`.
+// -1, recorded nowhere, when timing ran out of memory or neither ran.
+int timed_choice(const ConvProblem& p, const Plan* plain, const Plan* alt, const std::string& key, cudaStream_t s) {
+    int pick = -1;
+    try {
+        pick = time_whole_plans(p, {plain, alt}, s);
+    } catch (const Error& e) {
+        if (e.kind() != ErrorKind::out_of_memory) throw;
+    }
+    if (pick >= 0) record_choice(key, pick);
+    return pick;
+}
+
 // cuDNN's way of running `p` (normalized): the extended output, the split backward-data, or the
 // first plain kind that builds.
 std::shared_ptr<const Plan> build_cudnn_plan(const ConvProblem& p, bool aligned, cudnnHandle_t h, cudaStream_t s) {
@@ -79,21 +111,12 @@ std::shared_ptr<const Plan> build_cudnn_plan(const ConvProblem& p, bool aligned,
     if (!split_applies(p)) return or_no_plan(build_plain(p, aligned, h, &error), p, error);
     const int64_t alignment = aligned ? 16 : static_cast<int64_t>(dtype_size(p.dt));
     const std::string key = tune_key(p, "split", alignment);
-    int decision = split_dgrad();  // 1 split, 0 not, -1 still to decide
+    // Heuristics alone: cuDNN's own plan (rule false). Measured (H100, ResNet-50 f32 NCHW mb 32,
+    // heuristics-picked sub-plans): the split lost on conv1 (4.5 vs 0.9 ms) and the 1x1/2 layers
+    // (0.46-0.57 vs 0.28-0.31 ms), and with symmetric padding cuDNN's 3x3/2 picks are PyTorch's
+    // (0.29-0.45 ms), which the split's (0.45-0.77 ms) do not beat.
     bool from_file = false;
-    if (decision < 0) {
-        TunedChoice tc;
-        if (tune_lookup(key, &tc)) {
-            decision = tc.engine_index == 1 ? 1 : 0;
-            from_file = true;
-        } else if (!convkit::autotune()) {
-            // Heuristics alone: cuDNN's own plan. Measured (H100, ResNet-50 f32 NCHW mb 32,
-            // heuristics-picked sub-plans): the split lost on conv1 (4.5 vs 0.9 ms) and the 1x1/2
-            // layers (0.46-0.57 vs 0.28-0.31 ms), and with symmetric padding cuDNN's 3x3/2 picks
-            // are PyTorch's (0.29-0.45 ms), which the split's (0.45-0.77 ms) do not beat.
-            decision = 0;
-        }
-    }
+    const int decision = untimed_choice(split_dgrad(), key, false, &from_file);  // 1 split, 0 not, -1 to time
     if (decision == 0) return or_no_plan(build_plain(p, aligned, h, &error), p, error);
     std::shared_ptr<const Plan> split = build_split_plan(p, aligned, h, from_file);
     auto use_split = [&] {
@@ -105,17 +128,8 @@ std::shared_ptr<const Plan> build_cudnn_plan(const ConvProblem& p, bool aligned,
     std::shared_ptr<const Plan> plain = build_plain(p, aligned, h, &error);
     if (!split) return or_no_plan(plain, p, error);
     if (!plain) return use_split();
-    int pick = -1;
-    try {
-        pick = time_whole_plans(p, {plain.get(), split.get()}, s);
-    } catch (const Error& e) {
-        if (e.kind() != ErrorKind::out_of_memory) throw;
-    }
-    if (pick < 0) return plain;  // could not time: cuDNN's own plan
-    TunedChoice out;
-    out.engine_index = pick;  // the tune file's record of the decision: 1 split, 0 not
-    tune_store(key, out);
-    return pick == 1 ? use_split() : plain;
+    // Could not time (-1): cuDNN's own plan.
+    return timed_choice(p, plain.get(), split.get(), key, s) == 1 ? use_split() : plain;
 }
 
 // The convolution alone: what autotuning times to choose between the GEMM plan and cuDNN (the
@@ -137,34 +151,20 @@ std::shared_ptr<const Plan> use_gemm(const ConvProblem& p) {
 std::shared_ptr<const Plan> build_plan(const ConvProblem& problem, bool aligned, cudnnHandle_t h, cudaStream_t s) {
     const ConvProblem p = normalized(problem);
     if (!gemm_applies(p)) return build_cudnn_plan(p, aligned, h, s);
-    int decision = f64_gemm();  // 1 GEMM, 0 cuDNN, -1 still to decide
     const ConvProblem q = without_extras(p);
     const std::string key = tune_key(q, "f64gemm", aligned ? 16 : 8);
-    if (decision < 0) {
-        TunedChoice tc;
-        if (tune_lookup(key, &tc)) decision = tc.engine_index == 1 ? 1 : 0;
-        else if (!convkit::autotune()) decision = gemm_preferred(p) ? 1 : 0;
-    }
+    const bool rule = gemm_preferred(p);
+    bool from_file = false;
+    const int decision = untimed_choice(f64_gemm(), key, rule, &from_file);  // 1 GEMM, 0 cuDNN, -1 to time
     if (decision == 1) return use_gemm(p);
     if (decision == 0) return build_cudnn_plan(p, aligned, h, s);
     // Autotuning: the two convolutions timed whole, the faster kept and recorded.
     std::shared_ptr<const Plan> cudnn_q = build_cudnn_plan(q, aligned, h, s);
     std::shared_ptr<const Plan> gemm_q = build_gemm_plan(q);
     int pick = 1;
-    if (cudnn_q->info().found) {
-        try {
-            pick = time_whole_plans(q, {cudnn_q.get(), gemm_q.get()}, s);
-        } catch (const Error& e) {
-            if (e.kind() != ErrorKind::out_of_memory) throw;
-            pick = -1;
-        }
-    }
-    if (pick < 0) pick = gemm_preferred(p) ? 1 : 0;  // could not time: the rule
-    else {
-        TunedChoice out;
-        out.engine_index = pick;  // the tune file's record: 1 GEMM, 0 cuDNN
-        tune_store(key, out);
-    }
+    if (cudnn_q->info().found) pick = timed_choice(q, cudnn_q.get(), gemm_q.get(), key, s);
+    else record_choice(key, pick);  // nothing of cuDNN's runs it
+    if (pick < 0) pick = rule ? 1 : 0;  // could not time: the rule
     if (pick == 1) return use_gemm(p);
     return q == p ? cudnn_q : build_cudnn_plan(p, aligned, h, s);
 }
